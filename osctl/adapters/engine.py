@@ -1,0 +1,299 @@
+"""The engine adapter: the only module that imports ``docker``.
+
+Everything above talks to the Docker engine through ``Engine`` and gets plain dataclasses back
+(``osctl.models.engine``). Every docker or transport exception is translated here, once, into
+an ``OsctlError`` that names what osctl was doing and what the user can do about it.
+
+Why the SDK and never the CLI: the client binary on PATH may be newer than the engine; the
+SDK negotiates the API version with whatever engine answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import posixpath
+import tarfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import docker.constants
+import docker.errors
+import requests.exceptions
+from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from osctl.constants import DEFAULT_DOCKER_HOST, LABEL_ROLE, ROLE_HELPER, SETUP_COMMAND
+from osctl.errors import EngineError, EngineUnavailable, NotFoundError, RegistryUnavailable
+from osctl.models.engine import ContainerInfo, EngineInfo, ImageInfo, PullProgress, VolumeInfo
+
+log = logging.getLogger(__name__)
+
+_PROBE_API_VERSION = "1.24"  # the oldest API docker-py speaks; enough for GET /version
+MAX_FILE_BYTES = 64 << 20  # what read_files will hold in memory for one file
+_REGISTRY_DOWN = ("connection refused", "no such host", "i/o timeout", "timeout exceeded", "connection reset")
+
+
+def engine_address() -> str:
+    """The address the SDK will use, for messages: ``DOCKER_HOST`` or the local socket."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+
+class Engine:
+    """A lazily connected Docker engine client.
+
+    Constructing it costs nothing; the first call connects (with a short bounded retry, since a
+    freshly started dockerd may take a moment) and fails with ``EngineUnavailable`` naming the
+    address tried and the setup command.
+    """
+
+    def __init__(self, *, timeout: float = 120.0, connect_attempts: int = 3) -> None:
+        self.address = engine_address()
+        self._timeout = timeout
+        self._connect_attempts = connect_attempts
+        self._client: docker.DockerClient | None = None
+
+    # -- connection ----------------------------------------------------------------------
+    @property
+    def _docker(self) -> docker.DockerClient:
+        if self._client is None:
+            retrying = Retrying(
+                retry=retry_if_exception_type(EngineUnavailable),
+                stop=stop_after_attempt(self._connect_attempts),
+                wait=wait_exponential(multiplier=0.1, max=0.5),
+                before_sleep=before_sleep_log(log, logging.INFO),
+                reraise=True,
+            )
+            self._client = retrying(self._connect)
+        return self._client
+
+    def _connect(self) -> docker.DockerClient:
+        """Ask the engine for its API version, then open a client speaking that version.
+
+        ``docker.from_env()`` would negotiate by itself, but when the engine is down it leaves
+        its socket unclosed; probing with a pinned version lets us close it either way.
+        """
+        if self.address.startswith("unix://") and not os.path.exists(self.address.removeprefix("unix://")):
+            # Checked here because docker-py leaks the socket object when the path is missing.
+            raise self._unavailable(FileNotFoundError(self.address))
+        probe = docker.from_env(version=_PROBE_API_VERSION, timeout=10)
+        try:
+            server = probe.api.version(api_version=False)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            probe.close()
+        version = min(server.get("ApiVersion", _PROBE_API_VERSION), docker.constants.DEFAULT_DOCKER_API_VERSION,
+                      key=_api_key)
+        return docker.from_env(version=version, timeout=int(self._timeout))
+
+    def _unavailable(self, exc: BaseException) -> EngineUnavailable:
+        return EngineUnavailable(
+            f"cannot reach the Docker engine at {self.address}: {_root_cause(exc)}",
+            hint=f"start it with {SETUP_COMMAND} (as root), or point DOCKER_HOST at a running engine",
+        )
+
+    @contextlib.contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Turn docker and transport exceptions into osctl errors that say what failed."""
+        try:
+            yield
+        except docker.errors.NotFound as exc:
+            raise NotFoundError(f"{action}: {_explain(exc)}") from exc
+        except docker.errors.APIError as exc:
+            raise EngineError(f"{action}: {_explain(exc)}") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise self._unavailable(exc) from exc
+        except requests.exceptions.Timeout as exc:
+            raise EngineError(f"{action}: the engine at {self.address} did not answer in time") from exc
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"{action}: {exc}") from exc
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- engine --------------------------------------------------------------------------
+    def info(self) -> EngineInfo:
+        with self._translated("asking the engine for its version"):
+            data = self._docker.api.version()
+        return EngineInfo(self.address, data.get("Version", "?"), data.get("ApiVersion", "?"))
+
+    # -- images --------------------------------------------------------------------------
+    def image(self, ref: str) -> ImageInfo | None:
+        """The local image ``ref``, or None when the engine does not hold it."""
+        try:
+            with self._translated(f"inspecting image {ref}"):
+                attrs = self._docker.api.inspect_image(ref)
+        except NotFoundError:
+            return None
+        return _image_info(attrs)
+
+    def pull(self, ref: str, progress: Callable[[PullProgress], None] | None = None) -> ImageInfo:
+        """Pull ``ref`` (``repo:tag`` or ``repo@digest``), reporting per-layer byte progress.
+
+        The stream is read to its end before anything else is asked of the engine: a stream
+        left half-read blocks the next call on the same client.
+        """
+        repo, tag = split_ref(ref)
+        action = f"pulling {ref}"
+        try:
+            with self._translated(action):
+                for event in self._docker.api.pull(repo, tag=tag, stream=True, decode=True):
+                    if "error" in event:
+                        raise EngineError(event.get("error") or "unknown error")
+                    if progress is not None and event.get("id"):
+                        detail = event.get("progressDetail") or {}
+                        progress(PullProgress(ref, event["id"], event.get("status", ""),
+                                              int(detail.get("current") or 0), int(detail.get("total") or 0)))
+        except (EngineError, NotFoundError) as exc:
+            raise _pull_error(ref, exc) from exc
+        info = self.image(ref)
+        if info is None:
+            raise EngineError(f"{action}: the engine reported success but does not hold the image")
+        return info
+
+    def read_files(self, image: str, paths: list[str], *, labels: dict[str, str]) -> dict[str, bytes | None]:
+        """Read files out of an image without running it: None for a path that is not there.
+
+        A helper container is created (never started), labelled so that leftovers from a crash
+        can be found, and removed afterwards. Symbolic links inside the image are followed.
+        """
+        out: dict[str, bytes | None] = {}
+        with self._translated(f"reading files from image {image}"):
+            api = self._docker.api
+            container = api.create_container(image, command=["/osctl-never-started"],
+                                             labels={**labels, LABEL_ROLE: ROLE_HELPER})
+            try:
+                for path in paths:
+                    out[path] = self._read_one(container["Id"], path)
+            finally:
+                api.remove_container(container["Id"], force=True)
+        return out
+
+    def _read_one(self, container: str, path: str, depth: int = 0) -> bytes | None:
+        try:
+            stream, _stat = self._docker.api.get_archive(container, path)
+        except docker.errors.NotFound:
+            return None
+        buf, size = io.BytesIO(), 0
+        for chunk in stream:  # always drained, even when too large
+            size += len(chunk)
+            if size <= MAX_FILE_BYTES + 65536:
+                buf.write(chunk)
+        if size > MAX_FILE_BYTES + 65536:
+            raise EngineError(f"{path} in the image is larger than {MAX_FILE_BYTES} bytes")
+        buf.seek(0)
+        with tarfile.open(fileobj=buf) as tar:
+            member = tar.next()
+            if member is None:
+                return None
+            if member.issym() and depth < 8:
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(path), member.linkname))
+                return self._read_one(container, target, depth + 1)
+            if not member.isfile():
+                return None
+            handle = tar.extractfile(member)
+            return handle.read() if handle is not None else None
+
+    # -- containers and volumes ------------------------------------------------------------
+    def containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        """Every container (running or not) carrying all of ``labels``."""
+        with self._translated("listing containers"):
+            found = self._docker.api.containers(all=True, filters={"label": _label_filter(labels)})
+        return [
+            ContainerInfo(c["Id"], (c.get("Names") or ["?"])[0].lstrip("/"), c.get("Labels") or {},
+                          c.get("State", "?"), c.get("Image", "?"))
+            for c in found
+        ]
+
+    def volumes(self, labels: dict[str, str]) -> list[VolumeInfo]:
+        """Every volume carrying all of ``labels``."""
+        with self._translated("listing volumes"):
+            found = self._docker.api.volumes(filters={"label": _label_filter(labels)})
+        return [VolumeInfo(v["Name"], v.get("Labels") or {}) for v in (found.get("Volumes") or [])]
+
+    def remove_container(self, container_id: str) -> None:
+        with contextlib.suppress(NotFoundError), self._translated(f"removing container {container_id[:12]}"):
+            self._docker.api.remove_container(container_id, force=True, v=False)
+
+    def remove_volume(self, name: str) -> None:
+        with contextlib.suppress(NotFoundError), self._translated(f"removing volume {name}"):
+            self._docker.api.remove_volume(name, force=True)
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """``repo:tag`` -> (repo, tag); ``repo@digest`` -> (repo, digest); no tag means ``latest``."""
+    if "@" in ref:
+        repo, digest = ref.split("@", 1)
+        return repo, digest
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = ref.rsplit(":", 1)
+        return repo, tag
+    return ref, "latest"
+
+
+def _api_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def _label_filter(labels: dict[str, str]) -> list[str]:
+    return [f"{key}={value}" for key, value in sorted(labels.items())]
+
+
+def _image_info(attrs: dict[str, Any]) -> ImageInfo:
+    config = attrs.get("Config") or {}
+    return ImageInfo(
+        id=attrs["Id"],
+        labels=dict(config.get("Labels") or {}),
+        repo_digests=list(attrs.get("RepoDigests") or []),
+        size=int(attrs.get("Size") or 0),
+        created=str(attrs.get("Created") or ""),
+    )
+
+
+def _pull_error(ref: str, exc: BaseException) -> BaseException:
+    text = str(exc)
+    lowered = text.lower()
+    if any(marker in lowered for marker in _REGISTRY_DOWN):
+        return RegistryUnavailable(f"cannot pull {ref}: the registry did not answer ({text.split(': ')[-1]})",
+                                   hint="check that the registry is running; stored versions work offline")
+    if "manifest unknown" in lowered or "not found" in lowered:
+        return NotFoundError(f"{ref} does not exist in the registry")
+    if isinstance(exc, EngineError) and text.startswith("pulling "):
+        return exc
+    return EngineError(f"pulling {ref}: {text}")
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    text = exc.explanation if isinstance(exc.explanation, str) and exc.explanation else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason, in words: 'no socket at ...', 'connection refused', ..."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, FileNotFoundError):
+            return "the socket does not exist (is dockerd running?)"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (is dockerd running?)"
+        if isinstance(cause, PermissionError):
+            return "permission denied on the socket (run as root or join the docker group)"
+        inner = cause.__cause__ or cause.__context__
+        if inner is None and cause.args and isinstance(cause.args[-1], BaseException):
+            inner = cause.args[-1]
+        cause = inner
+    text = str(exc)
+    for marker in ("FileNotFoundError", "No such file or directory"):
+        if marker in text:
+            return "the socket does not exist (is dockerd running?)"
+    if "Connection refused" in text:
+        return "connection refused (is dockerd running?)"
+    return text.splitlines()[0] if text else type(exc).__name__

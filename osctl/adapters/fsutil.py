@@ -1,0 +1,72 @@
+"""Filesystem helpers with the durability osctl promises: whole files or nothing.
+
+A host can lose power at any moment. A file osctl writes is written to a temporary file in the
+same folder, fsynced, renamed over the old one, and the folder is fsynced, so a reader sees the
+old content or the new content, never a torn mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from osctl.errors import StateError
+
+
+def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically and durably, creating parent folders."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(raw)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise StateError(f"cannot write {path}: {_reason(exc)}", hint=_hint(exc)) from exc
+
+
+def read_text(path: Path) -> str | None:
+    """The file's text, or None when it does not exist; other failures are a ``StateError``."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise StateError(f"cannot read {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {_reason(exc)}", hint=_hint(exc)) from exc
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _hint(exc: OSError) -> str | None:
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "osctl manages the host's state and needs write access to its root (run as root?)"
+    if exc.errno == errno.ENOSPC:
+        return "free some space on the filesystem that holds the host root"
+    return None
+

@@ -1,0 +1,107 @@
+"""The ``osctl`` command: global options, the command list, and the one place errors end.
+
+Every ``OsctlError`` becomes one red line (plus a hint) and its exit code. Anything else that
+reaches here is a bug: it is reported as such in one line, and ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from osctl import __version__
+from osctl.cli.context import AppContext
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in osctl, not in what the user asked
+
+
+class LazyGroup(click.Group):
+    """Commands live in their own modules, imported only when run (keeps ``--help`` fast)."""
+
+    commands_by_module = {
+        "status": ("osctl.cli.status_cmd", "status"),
+        "image": ("osctl.cli.image_cmd", "image"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.commands_by_module))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands_by_module:
+            import importlib
+
+            module, attr = self.commands_by_module[name]
+            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="osctl")
+# The environment variables are read by osctl.domain.settings, not by click, so that
+# `osctl status` can say where each value came from.
+@click.option("--root", metavar="DIR",
+              help="The host's root folder; all state lives under it.  [env: OSCTL_ROOT; default: /]")
+@click.option("--host-id", metavar="ID",
+              help="The host's id.  [env: OSCTL_HOST_ID; default: <root>/etc/machine-id]")
+@click.option("--image", metavar="REPO",
+              help="OS image repository without a tag, e.g. 127.0.0.1:5000/osctl/os.  [env: OSCTL_IMAGE]")
+@click.option("--json", "as_json", is_flag=True, help="Print data as JSON (same as each command's --json).")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None, host_id: str | None, image: str | None,
+        as_json: bool, debug: bool) -> None:
+    """osctl replaces a host's operating system in toto: every OS version is a container
+    image, every core service a container, and upgrades swap the whole set atomically."""
+    app = AppContext(root=root, host_id=host_id, image=image, json=as_json, debug=debug)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+    if debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns (and exits with) the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    code = _run(args, debug="--debug" in args)
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _run(args: list[str], debug: bool) -> int:
+    from osctl.errors import OsctlError
+
+    try:
+        result = cli.main(args=args, prog_name="osctl", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        _error("interrupted")
+        return 130
+    except OsctlError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(exc.message, exc.hint)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # the last line of defence: a bug, said in one line
+        if debug:
+            traceback.print_exc()
+        _error(f"internal error: {type(exc).__name__}: {exc}",
+               "this is a bug in osctl; re-run with --debug to see the traceback and report it")
+        return INTERNAL_ERROR
+
+
+def _error(message: str, hint: str | None = None) -> None:
+    from osctl.cli import render
+
+    render.error(message, hint)

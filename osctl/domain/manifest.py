@@ -1,0 +1,33 @@
+"""Reading a release manifest: YAML text in, a checked ``ReleaseManifest`` out, or every issue."""
+
+from __future__ import annotations
+
+from osctl.domain import documents, servicegraph
+from osctl.errors import Issue, ManifestError
+from osctl.models.manifest import ReleaseManifest
+
+
+def parse_manifest(text: str | bytes, source: str, *, expected_version: str | None = None) -> ReleaseManifest:
+    """Validate a manifest's structure, its service graph and, when known, its version.
+
+    ``expected_version`` is the tag the manifest was found under; the manifest must agree with
+    it, or a host could boot something other than what the operator chose.
+    """
+    parsed = documents.parse_yaml(text, source, ManifestError)
+
+    def relations(manifest: ReleaseManifest, parsed: documents.ParsedYaml) -> list[Issue]:
+        issues = [_locate(i, parsed) for i in servicegraph.check(manifest.services)]
+        if expected_version is not None and manifest.version != expected_version:
+            _, line, col = parsed.locate(["version"])
+            issues.append(
+                Issue("version", f"{manifest.version!r} differs from the image tag {expected_version!r}", line, col)
+            )
+        return issues
+
+    return documents.validate(parsed, ReleaseManifest, source, ManifestError, extra_issues=relations)
+
+
+def _locate(issue: Issue, parsed: documents.ParsedYaml) -> Issue:
+    """Give a semantic issue the position of its key in the text."""
+    _, line, column = parsed.locate(issue.path.split("."))
+    return Issue(issue.path, issue.message, line, column)

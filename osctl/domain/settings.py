@@ -1,0 +1,122 @@
+"""Resolving the host's settings: command line, then environment, then the settings file.
+
+``--root`` picks the host's state folder; ``--host-id`` names the host (default: the root's
+``etc/machine-id``, created once if missing, as systemd does); ``--image`` names the OS image
+repository. Values are checked with the same validators as the settings file, so a bad value
+fails the same way wherever it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from osctl.adapters import fsutil
+from osctl.constants import CONFIG_FILE, DEFAULT_ROOT, MACHINE_ID_FILE
+from osctl.domain import documents
+from osctl.errors import ConfigError, Issue, UsageError
+from osctl.models.settings import HostSettings, validate_host_id, validate_repository
+
+ENV_ROOT = "OSCTL_ROOT"
+ENV_HOST_ID = "OSCTL_HOST_ID"
+ENV_IMAGE = "OSCTL_IMAGE"
+
+
+@dataclass
+class Settings:
+    """Settings of one invocation; files are read only when a value is first needed."""
+
+    root_option: str | None = None
+    host_id_option: str | None = None
+    image_option: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    @cached_property
+    def root(self) -> Path:
+        raw = self.root_option or self.env.get(ENV_ROOT) or DEFAULT_ROOT
+        root = Path(raw).absolute()
+        if not root.is_dir():
+            raise UsageError(f"the host root {raw} is not a directory", hint="create it, or pass --root / set OSCTL_ROOT")
+        return root
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @cached_property
+    def file(self) -> HostSettings:
+        """The settings file's content; an absent file means every key takes its default."""
+        text = fsutil.read_text(self.config_path)
+        if text is None or not text.strip():
+            return HostSettings()
+        parsed = documents.parse_yaml(text, str(self.config_path), ConfigError)
+        return documents.validate(parsed, HostSettings, str(self.config_path), ConfigError)
+
+    @cached_property
+    def host_id(self) -> str:
+        explicit = _first(("--host-id", self.host_id_option), (ENV_HOST_ID, self.env.get(ENV_HOST_ID)))
+        if explicit:
+            return _checked(validate_host_id, *explicit)
+        if self.file.host_id:
+            return self.file.host_id
+        return self._machine_id()
+
+    @cached_property
+    def image(self) -> str | None:
+        """The OS image repository, or None when nothing names one."""
+        explicit = _first(("--image", self.image_option), (ENV_IMAGE, self.env.get(ENV_IMAGE)))
+        if explicit:
+            return _checked(validate_repository, *explicit)
+        return self.file.image
+
+    def require_image(self) -> str:
+        if not self.image:
+            raise UsageError(
+                "no OS image repository is configured",
+                hint=f"pass --image, set {ENV_IMAGE}, or add 'image:' to {self.config_path}",
+            )
+        return self.image
+
+    def source_of(self, name: str) -> str:
+        """Where a setting came from, for ``osctl status``."""
+        option, env = {"host_id": (self.host_id_option, ENV_HOST_ID), "image": (self.image_option, ENV_IMAGE),
+                       "root": (self.root_option, ENV_ROOT)}[name]
+        if option:
+            return "option"
+        if self.env.get(env):
+            return "environment"
+        if name != "root" and getattr(self.file, name, None):
+            return "settings file"
+        return {"host_id": "machine-id", "image": "unset", "root": "default"}[name]
+
+    def _machine_id(self) -> str:
+        path = self.root / MACHINE_ID_FILE
+        text = fsutil.read_text(path)
+        if text is None or not text.strip():
+            # Created once, like systemd-machine-id-setup: the host keeps this name for good.
+            text = uuid.uuid4().hex
+            fsutil.atomic_write(path, text + "\n", mode=0o444)
+        value = text.strip()
+        try:
+            return validate_host_id(value)
+        except ValueError as exc:
+            raise ConfigError(str(path), [Issue("", str(exc), 1, 1)],
+                              hint="fix the file, or pass --host-id") from None
+
+
+def _first(*candidates: tuple[str, str | None]) -> tuple[str, str] | None:
+    for origin, value in candidates:
+        if value:
+            return origin, value
+    return None
+
+
+def _checked(validator: Callable[[str], str], origin: str, value: str) -> str:
+    try:
+        return validator(value)
+    except ValueError as exc:
+        raise UsageError(f"{origin}: {exc}") from None

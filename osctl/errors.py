@@ -1,0 +1,134 @@
+"""The one error hierarchy of osctl.
+
+Every failure a user can cause or meet is an ``OsctlError``: it carries a one-line message, an
+optional hint saying what to do, and the process exit code. The CLI turns it into one red line;
+anything else reaching the top is a bug and is reported as such.
+
+This module is a leaf: it imports nothing from osctl, so every layer may raise these.
+
+    OsctlError                      exit 1  something failed
+    ├── UsageError                  exit 2  bad input: argument, version string, file content
+    │   ├── ConfigError             exit 2  a settings or user-data file is invalid
+    │   └── ManifestError           exit 2  a release manifest (or OS image) is invalid
+    ├── NotFoundError               exit 2  a named thing (version, image, service) does not exist
+    ├── EngineUnavailable           exit 3  no Docker engine answers at the configured address
+    ├── EngineError                 exit 1  the engine answered with an error
+    ├── RegistryUnavailable         exit 4  the registry cannot be reached
+    ├── HostLocked                  exit 5  another osctl process is changing this host
+    └── StateError                  exit 1  files under the host root are unreadable or unwritable
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ExitCode:
+    """Process exit codes; documented in docs/cli.md and stable for scripts."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    ENGINE_UNAVAILABLE = 3
+    REGISTRY_UNAVAILABLE = 4
+    LOCKED = 5
+
+
+class OsctlError(Exception):
+    """Base of every error osctl reports to a user."""
+
+    exit_code: int = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(OsctlError):
+    """The user gave osctl something it cannot use: an argument, a version, a file."""
+
+    exit_code = ExitCode.USAGE
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in a document: where it is and what is wrong.
+
+    ``path`` is the dotted path of the key (``services.syslog.healthcheck.interval``), ``line``
+    and ``column`` are 1-based positions in the source text when known.
+    """
+
+    path: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+    def render(self, source: str | None = None) -> str:
+        where = source or ""
+        if self.line is not None:
+            where = f"{where}:{self.line}" if where else f"line {self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        prefix = f"{where}: " if where else ""
+        key = f"{self.path}: " if self.path else ""
+        return f"{prefix}{key}{self.message}"
+
+
+class DocumentError(UsageError):
+    """A document (manifest, settings, user data) failed validation; carries every issue."""
+
+    kind = "document"
+
+    def __init__(self, source: str, issues: list[Issue], *, hint: str | None = None) -> None:
+        self.source = source
+        self.issues = list(issues)
+        first = self.issues[0].render(source) if self.issues else f"{source}: invalid {self.kind}"
+        more = len(self.issues) - 1
+        message = f"invalid {self.kind}: {first}" + (f" (and {more} more)" if more > 0 else "")
+        super().__init__(message, hint=hint)
+
+
+class ConfigError(DocumentError):
+    """A settings file (``<root>/etc/osctl/config.yaml``) or user data is invalid."""
+
+    kind = "settings"
+
+
+class ManifestError(DocumentError):
+    """A release manifest, or the OS image that carries it, breaks the image contract."""
+
+    kind = "release manifest"
+
+
+class NotFoundError(UsageError):
+    """A version, image or service named by the user does not exist."""
+
+
+class EngineUnavailable(OsctlError):
+    """No Docker engine answers at the address osctl tried."""
+
+    exit_code = ExitCode.ENGINE_UNAVAILABLE
+
+
+class EngineError(OsctlError):
+    """The Docker engine answered, but with an error."""
+
+
+class RegistryUnavailable(OsctlError):
+    """The registry could not be reached after bounded retries."""
+
+    exit_code = ExitCode.REGISTRY_UNAVAILABLE
+
+
+class HostLocked(OsctlError):
+    """Another osctl process holds this host's lock."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class StateError(OsctlError):
+    """A file under the host root cannot be read or written."""

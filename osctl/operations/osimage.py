@@ -1,0 +1,83 @@
+"""Checking that an image honours the OS image contract (docs/image-format.md).
+
+Used by ``osctl image validate`` for people who build OS images, and by every pull: an image
+that is not an OS image, whose manifest is invalid, whose version label differs from its tag
+or that lacks its boot artifacts must never become a stored, bootable version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from osctl.adapters import fsutil
+from osctl.adapters.engine import Engine, split_ref
+from osctl.constants import LABEL_OS_VERSION, MANIFEST_PATH
+from osctl.domain.manifest import parse_manifest
+from osctl.domain.naming import host_labels
+from osctl.errors import Issue, ManifestError, NotFoundError, UsageError
+from osctl.models.engine import ImageInfo, PullProgress
+from osctl.models.manifest import ReleaseManifest
+from osctl.models.version import try_parse
+
+
+@dataclass(frozen=True)
+class OsImageReport:
+    """An image that passed every check, and what it holds."""
+
+    ref: str
+    image: ImageInfo
+    manifest: ReleaseManifest
+    artifacts: dict[str, int]  # path inside the image -> size in bytes
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
+def validate_manifest_file(path: Path) -> ReleaseManifest:
+    """Validate a release manifest on disk, as an image builder would before building."""
+    text = fsutil.read_text(path)
+    if text is None:
+        raise UsageError(f"{path} does not exist")
+    return parse_manifest(text, str(path))
+
+
+def inspect_os_image(
+    engine: Engine,
+    ref: str,
+    *,
+    host_id: str,
+    pull: bool = True,
+    progress: Callable[[PullProgress], None] | None = None,
+) -> OsImageReport:
+    """Check ``ref`` against the OS image contract, pulling it first when the engine lacks it."""
+    info = engine.image(ref)
+    if info is None:
+        if not pull:
+            raise NotFoundError(f"the engine does not hold {ref}", hint="pull it first, or drop --no-pull")
+        info = engine.pull(ref, progress)
+
+    _, tag = split_ref(ref)
+    label = info.labels.get(LABEL_OS_VERSION)
+    if label is None:
+        raise ManifestError(ref, [Issue("labels", f"no {LABEL_OS_VERSION} label: this is not an osctl OS image")])
+    tag_is_version = try_parse(tag) is not None
+    if tag_is_version and label != tag:
+        raise ManifestError(ref, [Issue(f"labels.{LABEL_OS_VERSION}", f"{label!r} differs from the tag {tag!r}")])
+
+    text = engine.read_files(ref, [MANIFEST_PATH], labels=host_labels(host_id))[MANIFEST_PATH]
+    if text is None:
+        raise ManifestError(ref, [Issue("", f"the image has no {MANIFEST_PATH}: this is not an osctl OS image")])
+    manifest = parse_manifest(text, f"{ref}:{MANIFEST_PATH}", expected_version=label)
+
+    wanted = {"boot.kernel": manifest.boot.kernel}
+    if manifest.boot.initrd:
+        wanted["boot.initrd"] = manifest.boot.initrd
+    found = engine.read_files(ref, list(wanted.values()), labels=host_labels(host_id))
+    missing = [Issue(key, f"{path} is not a file in the image") for key, path in wanted.items() if found[path] is None]
+    if missing:
+        raise ManifestError(f"{ref}:{MANIFEST_PATH}", missing)
+    sizes = {path: len(found[path] or b"") for path in wanted.values()}
+    return OsImageReport(ref, info, manifest, sizes)
