@@ -30,12 +30,14 @@ def validate(app: AppContext, target: str, no_pull: bool, as_json: bool) -> None
 
     if Path(target).is_file() or target.endswith((".yaml", ".yml")):
         manifest = osimage.validate_manifest_file(Path(target))
-        result = {"target": target, "version": manifest.version, "services": sorted(manifest.services)}
+        result = {"target": target, "version": manifest.version, "services": sorted(manifest.services),
+                  "manifest": manifest.model_dump(mode="json")}
     else:
         ref = f"{app.settings.require_image()}:{target}" if try_parse(target) and "/" not in target else target
         report = osimage.inspect_os_image(app.engine, ref, host_id=app.settings.host_id, pull=not no_pull)
         result = {"target": ref, "version": report.version, "services": sorted(report.manifest.services),
-                  "image_id": report.image.id, "boot_artifacts": report.artifacts}
+                  "image_id": report.image.id, "boot_artifacts": report.artifacts,
+                  "manifest": report.manifest.model_dump(mode="json")}
     if as_json:
         render.print_json({"valid": True, **result})
     else:

@@ -1,0 +1,116 @@
+"""Fixtures for tests against the real Docker engine and the local registry.
+
+Each test gets its own host (a fresh root folder and a host id starting with ``osctltest-``)
+and everything labelled with that host id is removed after the test. At the end of the session
+the run fails if anything labelled as a test host is still on the engine. Nothing without a
+test host label is ever touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import pytest
+
+TEST_HOST_PREFIX = "osctltest-"
+REGISTRY = os.environ.get("OSCTL_REGISTRY", "127.0.0.1:5000")
+OS_REPO = os.environ.get("OSCTL_IMAGE", f"{REGISTRY}/osctl/os")
+TEST_REPO = f"{REGISTRY}/osctl-test"  # images the tests build themselves
+HOST_LABEL = "io.osctl.host"
+
+
+@dataclass
+class Host:
+    """One simulated host: its id, its root, and a way to run osctl as a user would."""
+
+    host_id: str
+    root: Path
+    image: str = OS_REPO
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OSCTL_")}
+        return {**env, "OSCTL_ROOT": str(self.root), "OSCTL_HOST_ID": self.host_id,
+                "OSCTL_IMAGE": self.image, **self.extra_env}
+
+    def osctl(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "osctl", *args], capture_output=True, text=True,
+                              env=self.env(), timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def osctl_json(self, *args: str) -> object:
+        proc = self.osctl(*args, "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure here means the same thing
+        pytest.fail(f"no Docker engine answers ({exc}); run scripts/setup first", pytrace=False)
+    yield client
+    leftovers = leftovers_of_test_hosts(client)
+    for kind, name in leftovers:
+        remove(client, kind, name)
+    client.close()
+    if leftovers:
+        pytest.fail(f"tests left these behind (now removed): {leftovers}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def registry() -> str:
+    try:
+        urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=5).close()
+    except OSError as exc:
+        pytest.fail(f"no registry answers at {REGISTRY} ({exc}); run scripts/setup first", pytrace=False)
+    return REGISTRY
+
+
+@pytest.fixture
+def host(tmp_path: Path, docker_client: docker.DockerClient, registry: str) -> Iterator[Host]:
+    host = Host(f"{TEST_HOST_PREFIX}{uuid.uuid4().hex[:10]}", tmp_path / "root")
+    host.root.mkdir()
+    yield host
+    for kind, name in host_objects(docker_client, host.host_id):
+        remove(docker_client, kind, name)
+
+
+def host_objects(client: docker.DockerClient, host_id: str) -> list[tuple[str, str]]:
+    selector = {"label": f"{HOST_LABEL}={host_id}"}
+    return ([("container", c.name) for c in client.containers.list(all=True, filters=selector)]
+            + [("volume", v.name) for v in client.volumes.list(filters=selector)])
+
+
+def leftovers_of_test_hosts(client: docker.DockerClient) -> list[tuple[str, str]]:
+    selector = {"label": HOST_LABEL}
+    found = [("container", c.name, c.labels) for c in client.containers.list(all=True, filters=selector)]
+    found += [("volume", v.name, v.attrs.get("Labels") or {}) for v in client.volumes.list(filters=selector)]
+    return [(kind, name) for kind, name, labels in found if labels.get(HOST_LABEL, "").startswith(TEST_HOST_PREFIX)]
+
+
+def remove(client: docker.DockerClient, kind: str, name: str) -> None:
+    try:
+        if kind == "container":
+            client.containers.get(name).remove(force=True)
+        else:
+            client.volumes.get(name).remove(force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def registry_tags(repository: str) -> list[str]:
+    """The registry's own answer, read without osctl, to check osctl against."""
+    name = repository.split("/", 1)[1]
+    with urllib.request.urlopen(f"http://{REGISTRY}/v2/{name}/tags/list?n=1000", timeout=10) as resp:
+        return sorted(json.load(resp).get("tags") or [])
