@@ -14,7 +14,9 @@ This module is a leaf: it imports nothing from osctl, so every layer may raise t
     ├── EngineUnavailable           exit 3  no Docker engine answers at the configured address
     ├── EngineError                 exit 1  the engine answered with an error
     ├── RegistryUnavailable         exit 4  the registry cannot be reached
+    ├── RegistryAuthError           exit 2  the registry refused the credentials (or there were none)
     ├── HostLocked                  exit 5  another osctl process is changing this host
+    ├── IntegrityError              exit 1  content differs from what was resolved or recorded
     └── StateError                  exit 1  files under the host root are unreadable or unwritable
 """
 
@@ -124,10 +126,24 @@ class RegistryUnavailable(OsctlError):
     exit_code = ExitCode.REGISTRY_UNAVAILABLE
 
 
+class RegistryAuthError(OsctlError):
+    """The registry wants credentials osctl does not have, or refused the ones it has.
+
+    A usage error, not an outage: retrying cannot help, fixing the credentials (``docker login``)
+    does.
+    """
+
+    exit_code = ExitCode.USAGE
+
+
 class HostLocked(OsctlError):
     """Another osctl process holds this host's lock."""
 
     exit_code = ExitCode.LOCKED
+
+
+class IntegrityError(OsctlError):
+    """What arrived is not what was resolved: a tag moved, a digest differs."""
 
 
 class StateError(OsctlError):

@@ -156,6 +156,41 @@ class Engine:
             raise EngineError(f"{action}: the engine reported success but does not hold the image")
         return info
 
+    def tag(self, image_id: str, ref: str) -> None:
+        """Give a local image a human-readable tag (``docker images`` shows versions by name)."""
+        repo, tag = split_ref(ref)
+        with self._translated(f"tagging {ref}"):
+            self._docker.api.tag(image_id, repo, tag)
+
+    def untag(self, ref: str) -> None:
+        """Remove one name of an image; the image stays while it has other names or users."""
+        try:
+            with self._translated(f"untagging {ref}"):
+                self._docker.api.remove_image(ref, force=False, noprune=True)
+        except NotFoundError:
+            pass
+        except EngineError as exc:
+            if "conflict" not in str(exc).lower():
+                raise
+
+    def remove_image(self, image_id: str) -> bool:
+        """Remove an image with all its tags; False (and nothing removed) while any container,
+        of any owner, is made from it."""
+        with self._translated(f"removing image {image_id[:19]}"):
+            if self._docker.api.containers(all=True, filters={"ancestor": image_id}):
+                return False
+        try:
+            with self._translated(f"removing image {image_id[:19]}"):
+                # force: the image has several names (repo:tag, repo@digest) and all must go.
+                self._docker.api.remove_image(image_id, force=True)
+        except NotFoundError:
+            pass
+        except EngineError as exc:
+            if "conflict" in str(exc).lower():  # e.g. other images are built on it
+                return False
+            raise
+        return True
+
     def read_files(self, image: str, paths: list[str], *, labels: dict[str, str]) -> dict[str, bytes | None]:
         """Read files out of an image without running it: None for a path that is not there.
 
@@ -251,6 +286,7 @@ def _image_info(attrs: dict[str, Any]) -> ImageInfo:
         id=attrs["Id"],
         labels=dict(config.get("Labels") or {}),
         repo_digests=list(attrs.get("RepoDigests") or []),
+        repo_tags=list(attrs.get("RepoTags") or []),
         size=int(attrs.get("Size") or 0),
         created=str(attrs.get("Created") or ""),
     )

@@ -36,7 +36,7 @@ def validate(app: AppContext, target: str, no_pull: bool, as_json: bool) -> None
         ref = f"{app.settings.require_image()}:{target}" if try_parse(target) and "/" not in target else target
         report = osimage.inspect_os_image(app.engine, ref, host_id=app.settings.host_id, pull=not no_pull)
         result = {"target": ref, "version": report.version, "services": sorted(report.manifest.services),
-                  "image_id": report.image.id, "boot_artifacts": report.artifacts,
+                  "image_id": report.image.id, "boot_artifacts": {path: len(data) for path, data in report.artifacts.items()},
                   "manifest": report.manifest.model_dump(mode="json")}
     if as_json:
         render.print_json({"valid": True, **result})

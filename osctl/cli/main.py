@@ -23,6 +23,11 @@ class LazyGroup(click.Group):
     commands_by_module = {
         "status": ("osctl.cli.status_cmd", "status"),
         "image": ("osctl.cli.image_cmd", "image"),
+        "list-versions": ("osctl.cli.versions_cmd", "list_versions"),
+        "pull": ("osctl.cli.versions_cmd", "pull"),
+        "pin": ("osctl.cli.versions_cmd", "pin"),
+        "unpin": ("osctl.cli.versions_cmd", "unpin"),
+        "prune": ("osctl.cli.versions_cmd", "prune"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -57,10 +62,16 @@ def cli(ctx: click.Context, root: str | None, host_id: str | None, image: str | 
     app = AppContext(root=root, host_id=host_id, image=image, json=as_json, debug=debug)
     ctx.obj = app
     ctx.call_on_close(app.close)
-    if debug:
-        import logging
+    import logging
 
+    # osctl's log (retry waits, engine calls) is for --debug; users get warnings through the
+    # operations' callbacks, worded for them, so the log never clutters stderr otherwise.
+    osctl_log = logging.getLogger("osctl")
+    if debug:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    elif not osctl_log.handlers:
+        osctl_log.addHandler(logging.NullHandler())
+        osctl_log.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:

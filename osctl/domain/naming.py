@@ -31,3 +31,16 @@ def volume_name(host_id: str, volume: str) -> str:
 
 def volume_labels(host_id: str, volume: str) -> dict[str, str]:
     return {LABEL_HOST: host_id, LABEL_VOLUME: volume}
+
+
+HOLD_REPOSITORY = "osctl-hold"
+
+
+def hold_ref(host_id: str, version: str, image_id: str) -> str:
+    """A tag that says "this host's store needs this image".
+
+    Several hosts can share one engine; an image may be removed only when no host holds it.
+    Docker counts tags for us: pruning drops this host's hold tags, and the image itself goes
+    only when no other ``osctl-hold/...`` tag (and no container) remains.
+    """
+    return f"{HOLD_REPOSITORY}/{host_id.lower()}/{version.lower()}:{image_id.removeprefix('sha256:')[:12]}"

@@ -17,6 +17,7 @@ class ImageInfo:
     id: str
     labels: dict[str, str]
     repo_digests: list[str]
+    repo_tags: list[str]
     size: int
     created: str
 

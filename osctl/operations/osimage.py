@@ -29,7 +29,8 @@ class OsImageReport:
     ref: str
     image: ImageInfo
     manifest: ReleaseManifest
-    artifacts: dict[str, int]  # path inside the image -> size in bytes
+    manifest_text: bytes
+    artifacts: dict[str, bytes]  # path inside the image -> content
 
     @property
     def version(self) -> str:
@@ -51,8 +52,13 @@ def inspect_os_image(
     host_id: str,
     pull: bool = True,
     progress: Callable[[PullProgress], None] | None = None,
+    expected_version: str | None = None,
 ) -> OsImageReport:
-    """Check ``ref`` against the OS image contract, pulling it first when the engine lacks it."""
+    """Check ``ref`` against the OS image contract, pulling it first when the engine lacks it.
+
+    ``expected_version`` is the tag the image was asked for, when ``ref`` itself does not carry
+    it (a pull by digest); the version label and the manifest must both agree with it.
+    """
     info = engine.image(ref)
     if info is None:
         if not pull:
@@ -60,6 +66,7 @@ def inspect_os_image(
         info = engine.pull(ref, progress)
 
     _, tag = split_ref(ref)
+    tag = expected_version or tag
     label = info.labels.get(LABEL_OS_VERSION)
     if label is None:
         raise ManifestError(ref, [Issue("labels", f"no {LABEL_OS_VERSION} label: this is not an osctl OS image")])
@@ -79,5 +86,5 @@ def inspect_os_image(
     missing = [Issue(key, f"{path} is not a file in the image") for key, path in wanted.items() if found[path] is None]
     if missing:
         raise ManifestError(f"{ref}:{MANIFEST_PATH}", missing)
-    sizes = {path: len(found[path] or b"") for path in wanted.values()}
-    return OsImageReport(ref, info, manifest, sizes)
+    artifacts = {path: found[path] or b"" for path in wanted.values()}
+    return OsImageReport(ref, info, manifest, text, artifacts)

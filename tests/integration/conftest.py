@@ -14,12 +14,14 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
 import pytest
+
+from osctl.domain.naming import HOLD_REPOSITORY
 
 TEST_HOST_PREFIX = "osctltest-"
 REGISTRY = os.environ.get("OSCTL_REGISTRY", "127.0.0.1:5000")
@@ -78,24 +80,42 @@ def registry() -> str:
 
 
 @pytest.fixture
-def host(tmp_path: Path, docker_client: docker.DockerClient, registry: str) -> Iterator[Host]:
-    host = Host(f"{TEST_HOST_PREFIX}{uuid.uuid4().hex[:10]}", tmp_path / "root")
-    host.root.mkdir()
-    yield host
-    for kind, name in host_objects(docker_client, host.host_id):
-        remove(docker_client, kind, name)
+def make_host(tmp_path: Path, docker_client: docker.DockerClient, registry: str) -> Iterator[Callable[[], Host]]:
+    """Make as many hosts as a test needs; each is cleaned up afterwards."""
+    made: list[Host] = []
+
+    def make() -> Host:
+        host = Host(f"{TEST_HOST_PREFIX}{uuid.uuid4().hex[:10]}", tmp_path / f"root{len(made)}")
+        host.root.mkdir()
+        made.append(host)
+        return host
+
+    yield make
+    for host in made:
+        for kind, name in host_objects(docker_client, host.host_id):
+            remove(docker_client, kind, name)
+
+
+@pytest.fixture
+def host(make_host: Callable[[], Host]) -> Host:
+    return make_host()
 
 
 def host_objects(client: docker.DockerClient, host_id: str) -> list[tuple[str, str]]:
+    """Containers, volumes and image hold tags of one host."""
     selector = {"label": f"{HOST_LABEL}={host_id}"}
+    holds = f"{HOLD_REPOSITORY}/{host_id.lower()}/"
     return ([("container", c.name) for c in client.containers.list(all=True, filters=selector)]
-            + [("volume", v.name) for v in client.volumes.list(filters=selector)])
+            + [("volume", v.name) for v in client.volumes.list(filters=selector)]
+            + [("tag", t) for image in client.images.list() for t in image.tags if t.startswith(holds)])
 
 
 def leftovers_of_test_hosts(client: docker.DockerClient) -> list[tuple[str, str]]:
     selector = {"label": HOST_LABEL}
     found = [("container", c.name, c.labels) for c in client.containers.list(all=True, filters=selector)]
     found += [("volume", v.name, v.attrs.get("Labels") or {}) for v in client.volumes.list(filters=selector)]
+    found += [("tag", t, {HOST_LABEL: t.split("/")[1]}) for image in client.images.list() for t in image.tags
+              if t.startswith(f"{HOLD_REPOSITORY}/")]
     return [(kind, name) for kind, name, labels in found if labels.get(HOST_LABEL, "").startswith(TEST_HOST_PREFIX)]
 
 
@@ -103,9 +123,11 @@ def remove(client: docker.DockerClient, kind: str, name: str) -> None:
     try:
         if kind == "container":
             client.containers.get(name).remove(force=True)
+        elif kind == "tag":
+            client.images.remove(name, noprune=True)
         else:
             client.volumes.get(name).remove(force=True)
-    except docker.errors.NotFound:
+    except (docker.errors.NotFound, docker.errors.APIError):
         pass
 
 

@@ -1,0 +1,47 @@
+"""One mutating osctl per host at a time.
+
+The lock is an ``flock`` on ``<root>/var/lib/osctl/lock``: the kernel releases it when the
+holder dies, however it dies, so a stale lock from a killed process is simply taken over.
+The holder writes its pid into the file so the one that waits can say who holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from osctl.constants import STATE_DIR
+from osctl.errors import HostLocked, StateError
+
+
+@contextlib.contextmanager
+def host_lock(root: Path, purpose: str) -> Iterator[None]:
+    """Hold the host's lock for the block, or raise ``HostLocked`` naming the holder."""
+    path = root / STATE_DIR / "lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StateError(f"cannot create the lock {path}: {exc.strerror or exc}",
+                         hint="osctl needs write access to the host root (run as root?)") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            raise HostLocked(f"another osctl is changing this host ({holder})",
+                             hint="wait for it to finish; the lock goes away when that process ends") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {purpose}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)

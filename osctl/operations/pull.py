@@ -1,0 +1,119 @@
+"""``osctl pull``: bring a version into the store, completely or not at all.
+
+resolve (tag -> digest, in the registry) -> pull by digest (so what is checked is what was
+resolved) -> verify (OS image contract, digest, tag unmoved) -> pull service images ->
+stage boot files -> write the record. Until the record is written the version is not stored;
+an interrupted pull leaves only leftovers that the next pull or prune removes.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from osctl.adapters.engine import Engine
+from osctl.adapters.locking import host_lock
+from osctl.adapters.registry import Registry
+from osctl.constants import MANIFEST_PATH
+from osctl.domain.naming import hold_ref
+from osctl.domain.settings import Settings
+from osctl.domain.store import Store
+from osctl.errors import IntegrityError, NotFoundError
+from osctl.models.engine import PullProgress
+from osctl.models.registry import TagManifest
+from osctl.models.store import StoreRecord
+from osctl.models.version import OsVersion, try_parse
+from osctl.operations.osimage import inspect_os_image
+
+
+@dataclass(frozen=True)
+class PullResult:
+    record: StoreRecord
+    already_stored: bool
+
+
+def pull_version(
+    settings: Settings,
+    engine: Engine,
+    version: str,
+    *,
+    progress: Callable[[PullProgress], None] | None = None,
+    registry: Registry | None = None,
+) -> PullResult:
+    """Store ``version`` of the configured OS image repository on this host."""
+    tag = OsVersion.parse(version).tag
+    repo = settings.require_image()
+    store = Store(settings.root)
+    with host_lock(settings.root, f"pull {tag}"):
+        existing = store.get(tag)
+        if existing and existing.repository == repo and images_present(engine, existing):
+            hold_images(engine, settings.host_id, existing)
+            return PullResult(existing, already_stored=True)
+        store.clean_leftovers()
+        registry = registry or Registry(repo)
+        wanted = resolve(registry, repo, tag)
+        report = inspect_os_image(engine, f"{repo}@{wanted.digest}", host_id=settings.host_id,
+                                  progress=progress, expected_version=tag)
+        if report.image.digest_in(repo) != wanted.digest:
+            raise IntegrityError(f"{repo}:{tag}: the engine holds {report.image.digest_in(repo)}, "
+                                 f"not the resolved {wanted.digest}")
+        if (now := registry.digest(tag)) != wanted.digest:
+            raise IntegrityError(f"{repo}:{tag} moved from {wanted.digest[:19]} to {now[:19]} during the pull; "
+                                 "nothing was stored", hint="pull again to take the new content")
+
+        service_images = {}
+        for ref in sorted({s.image for s in report.manifest.services.values() if s.image}):
+            service_images[ref] = engine.pull(ref, progress).id
+        engine.tag(report.image.id, f"{repo}:{tag}")
+
+        boot = report.manifest.boot
+        files = {"release.yaml": (MANIFEST_PATH, report.manifest_text),
+                 "vmlinuz": (boot.kernel, report.artifacts[boot.kernel])}
+        if boot.initrd:
+            files["initrd.img"] = (boot.initrd, report.artifacts[boot.initrd])
+        record = StoreRecord(
+            version=tag, repository=repo, digest=wanted.digest, image_id=report.image.id,
+            size=report.image.size, created=report.image.created,
+            stored_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            pinned=existing.pinned if existing else False,
+            service_images=service_images, boot_files=store.stage_boot_files(tag, files), cmdline=boot.cmdline,
+        )
+        hold_images(engine, settings.host_id, record)
+        store.save(record)
+        return PullResult(record, already_stored=False)
+
+
+def images_present(engine: Engine, record: StoreRecord) -> bool:
+    """Whether the engine still holds every image the version needs (someone may have rmi'd one)."""
+    return all(engine.image(image_id) is not None for image_id in record.image_ids)
+
+
+def hold_images(engine: Engine, host_id: str, record: StoreRecord) -> None:
+    """Tag every image of the version as held by this host (see ``naming.hold_ref``)."""
+    for image_id in sorted(record.image_ids):
+        engine.tag(image_id, hold_ref(host_id, record.version, image_id))
+
+
+def resolve(registry: Registry, repo: str, tag: str) -> TagManifest:
+    """The tag's manifest now; an unknown tag names the nearest versions that exist."""
+    try:
+        return registry.manifest(tag)
+    except NotFoundError:
+        raise NotFoundError(f"{tag} does not exist in {repo}", hint=nearest_hint(registry, tag)) from None
+
+
+def nearest_hint(registry: Registry, tag: str) -> str:
+    try:
+        versions = sorted(v for v in map(try_parse, registry.tags()) if v is not None)
+    except NotFoundError:
+        return f"the repository {registry.name} does not exist in {registry.host}"
+    if not versions:
+        return "the repository holds no versions"
+    asked = OsVersion.parse(tag)
+    below = [v for v in versions if v < asked][-1:]
+    above = [v for v in versions if v > asked][:1]
+    similar = set(difflib.get_close_matches(tag, [str(v) for v in versions], n=2))
+    near = sorted({*below, *above, *(v for v in versions if str(v) in similar)})
+    return "nearest available: " + ", ".join(str(v) for v in near)

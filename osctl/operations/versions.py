@@ -1,0 +1,133 @@
+"""``osctl list-versions``, ``pin`` and ``unpin``: what exists, what the host holds, what runs.
+
+The registry is read live (tags, then every version tag's manifest, concurrently) so the list
+never misses a release; when it cannot be reached the stored versions are still listed, with a
+warning, because a host must be manageable offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from osctl.adapters.engine import Engine
+from osctl.adapters.locking import host_lock
+from osctl.adapters.registry import Registry
+from osctl.constants import LABEL_ROLE, LABEL_VERSION, ROLE_SERVICE
+from osctl.domain import bootpointer
+from osctl.domain.naming import host_labels
+from osctl.domain.settings import Settings
+from osctl.domain.store import Store
+from osctl.errors import EngineUnavailable, NotFoundError, OsctlError, UsageError
+from osctl.models.registry import TagManifest
+from osctl.models.store import StoreRecord
+from osctl.models.version import OsVersion, try_parse
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: str
+    digest: str | None
+    registry_digest: str | None
+    stored: bool
+    available: bool
+    running: bool
+    next_boot: bool
+    previous: bool
+    pinned: bool
+    prerelease: bool
+    size: int | None  # bytes the stored images take in the engine (None when not stored)
+    download_size: int | None  # bytes a pull moves, as the registry's manifest says
+    date: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def running_versions(engine: Engine, host_id: str) -> set[str]:
+    """Versions with a running system container on this host, as the engine sees it."""
+    return {c.labels[LABEL_VERSION] for c in engine.containers(host_labels(host_id))
+            if c.state == "running" and c.labels.get(LABEL_ROLE) == ROLE_SERVICE and LABEL_VERSION in c.labels}
+
+
+def list_versions(
+    settings: Settings,
+    engine: Engine,
+    *,
+    include_prereleases: bool = False,
+    offline: bool = False,
+    warn: Callable[[str], None] = lambda _msg: None,
+    registry: Registry | None = None,
+) -> list[VersionRow]:
+    """Every version known locally or in the registry, newest first."""
+    stored = {r.version: r for r in Store(settings.root).records()}
+    remote: dict[str, TagManifest] = {}
+    if not offline:
+        remote = _registry_versions(settings, registry, warn)
+    try:
+        running = running_versions(engine, settings.host_id)
+    except EngineUnavailable as exc:
+        warn(f"{exc.message}; running versions are not shown")
+        running = set()
+    pointer = bootpointer.read(settings.root)
+
+    rows = []
+    for tag in set(stored) | set(remote) | running:
+        parsed = try_parse(tag)
+        if parsed is None:
+            continue
+        record, manifest = stored.get(tag), remote.get(tag)
+        mine = record is not None or tag in running or tag in (pointer.next_boot, pointer.previous)
+        if parsed.is_prerelease and not include_prereleases and not mine:
+            continue
+        rows.append((parsed, VersionRow(
+            version=tag,
+            digest=record.digest if record else (manifest.digest if manifest else None),
+            registry_digest=manifest.digest if manifest else None,
+            stored=record is not None,
+            available=manifest is not None,
+            running=tag in running,
+            next_boot=tag == pointer.next_boot,
+            previous=tag == pointer.previous,
+            pinned=bool(record and record.pinned),
+            prerelease=parsed.is_prerelease,
+            size=record.size if record else None,
+            download_size=manifest.size if manifest else None,
+            date=(record.created or record.stored_at) if record else None,
+        )))
+    return [row for _, row in sorted(rows, key=lambda pair: pair[0], reverse=True)]
+
+
+def _registry_versions(settings: Settings, registry: Registry | None,
+                       warn: Callable[[str], None]) -> dict[str, TagManifest]:
+    repo = settings.image
+    if not repo:
+        warn("no OS image repository is configured (--image / OSCTL_IMAGE); showing stored versions only")
+        return {}
+    try:
+        registry = registry or Registry(repo)
+        tags = [t for t in registry.tags() if try_parse(t) is not None]
+        return registry.manifests(tags)
+    except UsageError as exc:
+        if not isinstance(exc, NotFoundError):
+            raise
+        warn(f"{exc.message}; showing stored versions only")
+    except OsctlError as exc:  # unreachable, refused credentials: the host still has its store
+        warn(f"{exc.message}; showing stored versions only" + (f" (hint: {exc.hint})" if exc.hint else ""))
+    return {}
+
+
+def set_pinned(settings: Settings, version: str, pinned: bool) -> StoreRecord:
+    """Pin (keep through every prune) or unpin a stored version."""
+    tag = OsVersion.parse(version).tag
+    store = Store(settings.root)
+    with host_lock(settings.root, f"{'pin' if pinned else 'unpin'} {tag}"):
+        record = store.get(tag)
+        if record is None:
+            stored = ", ".join(r.version for r in store.records()) or "none"
+            raise NotFoundError(f"{tag} is not stored on this host (stored: {stored})",
+                                hint=f"osctl pull {tag} first" if pinned else None)
+        if record.pinned != pinned:
+            record = record.model_copy(update={"pinned": pinned})
+            store.save(record)
+        return record
