@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from osctl.errors import DocumentError, Issue
@@ -76,6 +75,8 @@ def parse_yaml(text: str | bytes, source: str, error: type[DocumentError]) -> Pa
             raise error(source, [Issue("", f"not UTF-8 text (byte {exc.start})")]) from None
     if len(text) > MAX_DOCUMENT_BYTES:
         raise error(source, [Issue("", f"larger than {MAX_DOCUMENT_BYTES} bytes")])
+    from ruamel.yaml import YAML  # the parser proper is only needed when there is text to parse
+
     yaml = YAML(typ="rt")
     try:
         with warnings.catch_warnings():

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from osctl.adapters import fsutil
 from osctl.constants import CONFIG_FILE, DEFAULT_ROOT, MACHINE_ID_FILE
-from osctl.domain import documents
 from osctl.errors import ConfigError, Issue, UsageError
 from osctl.models.settings import HostSettings, validate_host_id, validate_repository
 
@@ -53,6 +52,8 @@ class Settings:
         text = fsutil.read_text(self.config_path)
         if text is None or not text.strip():
             return HostSettings()
+        from osctl.domain import documents  # the YAML machinery, only when there is a file
+
         parsed = documents.parse_yaml(text, str(self.config_path), ConfigError)
         return documents.validate(parsed, HostSettings, str(self.config_path), ConfigError)
 

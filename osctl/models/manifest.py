@@ -14,15 +14,11 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from osctl.models.base import Duration, StrictModel
+from osctl.models.refs import IMAGE_REF
 from osctl.models.version import validate_version_tag
 
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# A permissive image reference check: [registry[:port]/]path[:tag][@digest].
-IMAGE_REF = re.compile(
-    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
-)
 
 Condition = Literal["service_started", "service_healthy", "service_completed_successfully"]
 

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from osctl.models.base import StrictModel
-from osctl.models.manifest import IMAGE_REF
+from osctl.models.refs import IMAGE_REF
 
 HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 

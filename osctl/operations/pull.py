@@ -20,12 +20,12 @@ from osctl.constants import MANIFEST_PATH
 from osctl.domain.naming import hold_ref
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
-from osctl.errors import IntegrityError, NotFoundError
+from osctl.errors import IntegrityError, NotFoundError, OsctlError
 from osctl.models.engine import PullProgress
 from osctl.models.registry import TagManifest
 from osctl.models.store import StoreRecord
 from osctl.models.version import OsVersion, try_parse
-from osctl.operations.osimage import inspect_os_image
+from osctl.operations.osimage import OsImageReport, inspect_os_image
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,14 @@ def pull_version(
         store.clean_leftovers()
         registry = registry or Registry(repo)
         wanted = resolve(registry, repo, tag)
-        report = inspect_os_image(engine, f"{repo}@{wanted.digest}", host_id=settings.host_id,
-                                  progress=progress, expected_version=tag)
-        if report.image.digest_in(repo) != wanted.digest:
-            raise IntegrityError(f"{repo}:{tag}: the engine holds {report.image.digest_in(repo)}, "
-                                 f"not the resolved {wanted.digest}")
-        if (now := registry.digest(tag)) != wanted.digest:
-            raise IntegrityError(f"{repo}:{tag} moved from {wanted.digest[:19]} to {now[:19]} during the pull; "
-                                 "nothing was stored", hint="pull again to take the new content")
+        by_digest = f"{repo}@{wanted.digest}"
+        was_there = engine.image(by_digest) is not None
+        try:
+            report = verified_image(settings, engine, registry, by_digest, tag, wanted, progress)
+        except OsctlError:
+            if not was_there:  # leave the engine as it was: drop the name this pull added
+                engine.untag(by_digest)
+            raise
 
         service_images = {}
         for ref in sorted({s.image for s in report.manifest.services.values() if s.image}):
@@ -83,6 +83,20 @@ def pull_version(
         hold_images(engine, settings.host_id, record)
         store.save(record)
         return PullResult(record, already_stored=False)
+
+
+def verified_image(settings: Settings, engine: Engine, registry: Registry, by_digest: str, tag: str,
+                   wanted: TagManifest, progress: Callable[[PullProgress], None] | None) -> OsImageReport:
+    """Pull by digest and check the image contract, the digest, and that the tag did not move."""
+    repo = registry.repository
+    report = inspect_os_image(engine, by_digest, host_id=settings.host_id, progress=progress, expected_version=tag)
+    if report.image.digest_in(repo) != wanted.digest:
+        raise IntegrityError(f"{repo}:{tag}: the engine holds {report.image.digest_in(repo)}, "
+                             f"not the resolved {wanted.digest}")
+    if (now := registry.digest(tag)) != wanted.digest:
+        raise IntegrityError(f"{repo}:{tag} moved from {wanted.digest[:19]} to {now[:19]} during the pull; "
+                             "nothing was stored", hint="pull again to take the new content")
+    return report
 
 
 def images_present(engine: Engine, record: StoreRecord) -> bool:

@@ -8,6 +8,7 @@ warning, because a host must be manageable offline.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from osctl.adapters.engine import Engine
@@ -61,14 +62,16 @@ def list_versions(
 ) -> list[VersionRow]:
     """Every version known locally or in the registry, newest first."""
     stored = {r.version: r for r in Store(settings.root).records()}
-    remote: dict[str, TagManifest] = {}
-    if not offline:
-        remote = _registry_versions(settings, registry, warn)
-    try:
-        running = running_versions(engine, settings.host_id)
-    except EngineUnavailable as exc:
-        warn(f"{exc.message}; running versions are not shown")
-        running = set()
+    # The registry round trips and the engine query (whose first use loads the docker SDK)
+    # overlap: listing is what operators run most, and waiting for one then the other showed.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        remote_future = None if offline else pool.submit(_registry_versions, settings, registry, warn)
+        try:
+            running = running_versions(engine, settings.host_id)
+        except EngineUnavailable as exc:
+            warn(f"{exc.message}; running versions are not shown")
+            running = set()
+        remote: dict[str, TagManifest] = remote_future.result() if remote_future else {}
     pointer = bootpointer.read(settings.root)
 
     rows = []

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import socket
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
 import docker
+import pytest
 
-from tests.integration.conftest import OS_REPO, REGISTRY, Host, registry_tags
+from tests.integration.conftest import OS_REPO, REGISTRY, Host, host_objects, registry_tags
+from tests.support import registry_tools
 
 V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -159,3 +162,80 @@ def test_a_half_pulled_version_is_not_stored(host: Host) -> None:
     assert rows(host)["v1.4"]["stored"] is False
     assert host.osctl("pull", "v1.4", "--quiet").returncode == 0
     assert (leftover / "vmlinuz").read_bytes() != b"partial"
+
+
+@pytest.fixture
+def test_repo(registry: str) -> Iterator[str]:
+    """A repository of its own in the local registry, emptied afterwards."""
+    name = f"osctl-test/{uuid.uuid4().hex[:8]}/os"
+    yield name
+    registry_tools.delete_repository(registry, name)
+
+
+def assert_nothing_stored(host: Host, docker_client: docker.DockerClient) -> None:
+    store = host.root / "var/lib/osctl/store"
+    assert not store.exists() or list(store.iterdir()) == []
+    boot = host.root / "boot/osctl"
+    assert not boot.exists() or list(boot.iterdir()) == []
+    assert host_objects(docker_client, host.host_id) == []
+
+
+def test_listing_more_tags_than_a_page(host: Host, registry: str, test_repo: str) -> None:
+    tags = [f"v0.{i // 50}.{i % 50}" for i in range(150)] + ["latest", "nightly"]
+    digest = registry_tools.copy_tags(registry, "osctl/os", "v1.4", test_repo, tags)
+    host.image = f"{registry}/{test_repo}"
+    listed = rows(host)
+    assert len(listed) == 150, "every version tag, and no tag that is not a version"
+    assert all(row["digest"] == digest and row["available"] for row in listed.values())
+    assert list(listed)[:2] == ["v0.2.49", "v0.2.48"] and list(listed)[-1] == "v0.0.0"
+
+
+@pytest.mark.parametrize(("source", "words"), [
+    ("osctl/node-exporter:1.0", "not an osctl OS image"),
+    ("osctl/os:v1.5", "'v1.5' differs from the tag 'v1.4'"),
+])
+def test_pull_refuses_what_is_not_this_version(host: Host, docker_client: docker.DockerClient, registry: str,
+                                               test_repo: str, source: str, words: str) -> None:
+    repo, tag = source.split(":")
+    digest = registry_tools.copy_tags(registry, repo, tag, test_repo, ["v1.4"])
+    host.image = f"{registry}/{test_repo}"
+    proc = host.osctl("pull", "v1.4")
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+    assert_nothing_stored(host, docker_client)
+    with pytest.raises(docker.errors.ImageNotFound):  # the refused image's name is gone again
+        docker_client.images.get(f"{host.image}@{digest}")
+
+
+def test_pull_refuses_an_invalid_manifest(host: Host, docker_client: docker.DockerClient, registry: str,
+                                          test_repo: str) -> None:
+    ref = f"{registry}/{test_repo}:v1.4"
+    registry_tools.build_image(docker_client, ref, f"FROM {OS_REPO}:v1.4\nRUN [\"/bin/sh\", \"-c\", "
+                               "\"echo 'surprise: true' >> /usr/lib/osctl/release.yaml\"]\n")
+    registry_tools.push(docker_client, ref)
+    docker_client.images.remove(ref)
+    host.image = f"{registry}/{test_repo}"
+    proc = host.osctl("pull", "v1.4")
+    assert proc.returncode == 2 and "surprise: unknown key" in proc.stderr, proc.stderr
+    assert_nothing_stored(host, docker_client)
+
+
+def test_pull_refuses_a_tag_that_moves_during_the_pull(host: Host, docker_client: docker.DockerClient) -> None:
+    """The registry answers one digest at resolve time and another after the pull."""
+    from osctl.adapters.engine import Engine
+    from osctl.adapters.registry import Registry
+    from osctl.domain.settings import Settings
+    from osctl.errors import IntegrityError
+    from osctl.operations.pull import pull_version
+
+    class MovingTag(Registry):
+        def digest(self, tag: str) -> str:
+            return "sha256:" + "0" * 64
+
+    settings = Settings(env=host.env())
+    engine = Engine()
+    try:
+        with pytest.raises(IntegrityError, match="moved from"):
+            pull_version(settings, engine, "v1.4", registry=MovingTag(OS_REPO))
+    finally:
+        engine.close()
+    assert_nothing_stored(host, docker_client)
