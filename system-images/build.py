@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 import sys
 import tarfile
 import time
@@ -243,21 +244,35 @@ def check_registry(registry: str) -> None:
         raise BuildError(f"registry {registry} is unreachable: {reason}") from None
 
 
-def registry_has(ref: str) -> bool:
-    """Whether the registry serves a manifest for ref (REGISTRY/REPO:TAG)."""
+def registry_hash(ref: str) -> str | None:
+    """The build-hash label of REGISTRY/REPO:TAG as the registry serves it; None when absent.
+
+    Read from the image config in the registry, so an image that is up to date there is never
+    rebuilt (which would give it a new digest and move the tag) just because the engine's
+    local copy was removed, e.g. by ``osctl prune``.
+    """
     registry, _, rest = ref.partition("/")
     repo, _, tag = rest.rpartition(":")
-    req = urllib.request.Request(f"http://{registry}/v2/{repo}/manifests/{tag}", method="GET",
-                                 headers={"Accept": MANIFEST_V2})
-    try:
-        urllib.request.urlopen(req, timeout=10).close()
-        return True
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return False
-        raise BuildError(f"registry: GET manifest of {ref}: HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise BuildError(f"registry: GET manifest of {ref}: {getattr(exc, 'reason', exc)}") from None
+
+    def get(path: str, accept: str) -> bytes | None:
+        req = urllib.request.Request(f"http://{registry}/v2/{repo}/{path}", headers={"Accept": accept})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 404:
+                return None
+            raise BuildError(f"registry: GET {path} of {ref}: HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise BuildError(f"registry: GET {path} of {ref}: {getattr(exc, 'reason', exc)}") from None
+
+    manifest = get(f"manifests/{tag}", MANIFEST_V2)
+    if manifest is None:
+        return None
+    config = get(f"blobs/{json.loads(manifest)['config']['digest']}", "*/*")
+    labels = (json.loads(config or b"{}").get("config") or {}).get("Labels") or {}
+    return str(labels.get(LABEL_HASH, ""))
 
 
 def connect():
@@ -338,11 +353,15 @@ def main(argv: list[str] | None = None) -> int:
         check_registry(args.registry)
         for img in images:
             t0 = time.monotonic()
+            remote = registry_hash(img.ref) if img.push else None
+            if img.push and not args.force and remote == img.hash:
+                print(f"{'up-to-date':<13}{img.ref:<42}{'(registry)':>12}  {time.monotonic() - t0:14.1f}s", flush=True)
+                continue
             fresh = not args.force and local_hash(client, img.ref) == img.hash
             if not fresh:
                 build(client, img)
             pushed = False
-            if img.push and (not fresh or not registry_has(img.ref)):
+            if img.push and (not fresh or remote != img.hash):
                 push(client, img.ref)
                 pushed = True
             status = ("built+pushed" if pushed else "built") if not fresh else \

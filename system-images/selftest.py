@@ -51,6 +51,10 @@ class Failure(Exception):
 
 def read_manifest(client, image: str, version: str) -> dict:
     """The release manifest as shipped inside the image (not the source file)."""
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:  # e.g. removed by an osctl prune: take it from the registry
+        client.images.pull(image)
     container = client.containers.create(image, ["/bin/true"], name=f"{PREFIX}-{version}-manifest")
     try:
         stream, _ = container.get_archive(MANIFEST)
