@@ -6,16 +6,15 @@ whose manifest is invalid or whose boot artifacts are missing, each with a clear
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import docker
 import pytest
 
 from tests.integration.conftest import OS_REPO, REGISTRY, TEST_REPO, Host, host_objects, registry_tags
+from tests.support import registry_tools
 
 SHIPPED = ["v1.3", "v1.4", "v1.5", "v1.6"]
 
@@ -61,10 +60,19 @@ def test_unknown_version_names_the_repository(host: Host) -> None:
 
 
 @pytest.fixture
-def built(docker_client: docker.DockerClient) -> Iterator[list[str]]:
-    """Images this test builds; removed afterwards (locally; the registry is left alone)."""
+def variant(docker_client: docker.DockerClient) -> Iterator[Callable[..., str]]:
+    """Build an image FROM v1.4 with extra Dockerfile lines (and files), tagged as a test image.
+
+    Removed afterwards, locally; nothing is pushed."""
     tags: list[str] = []
-    yield tags
+
+    def build(lines: str, files: dict[str, str] | None = None) -> str:
+        tag = f"{TEST_REPO}/{uuid.uuid4().hex[:8]}:v1.4"
+        registry_tools.build_image(docker_client, tag, f"FROM {OS_REPO}:v1.4\n{lines}\n", files)
+        tags.append(tag)
+        return tag
+
+    yield build
     for tag in tags:
         try:
             docker_client.images.remove(tag, force=True)
@@ -72,50 +80,27 @@ def built(docker_client: docker.DockerClient) -> Iterator[list[str]]:
             pass
 
 
-def build_variant(client: docker.DockerClient, tags: list[str], dockerfile: str, files: dict[str, str]) -> str:
-    """Build FROM a shipped version with a changed label or file, tagged as a test image."""
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, text in {"Dockerfile": dockerfile, **files}.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    tag = f"{TEST_REPO}/{uuid.uuid4().hex[:8]}:v1.4"
-    client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True)
-    tags.append(tag)
-    return tag
-
-
-def test_label_that_differs_from_the_tag_is_refused(host: Host, docker_client: docker.DockerClient,
-                                                    built: list[str]) -> None:
-    tag = build_variant(docker_client, built, f"FROM {OS_REPO}:v1.4\nLABEL io.osctl.os.version=v1.9\n", {})
-    proc = host.osctl("image", "validate", tag, "--no-pull")
+def test_label_that_differs_from_the_tag_is_refused(host: Host, variant: Callable[..., str]) -> None:
+    proc = host.osctl("image", "validate", variant("LABEL io.osctl.os.version=v1.9"), "--no-pull")
     assert proc.returncode == 2
     assert "'v1.9' differs from the tag 'v1.4'" in proc.stderr
 
 
-def test_manifest_with_unknown_key_is_refused_with_its_location(host: Host, docker_client: docker.DockerClient,
-                                                                built: list[str]) -> None:
-    manifest = "version: v1.4\nservices:\n  a:\n    comand: [sleep, '9']\nboot: {kernel: /boot/vmlinuz}\n"
-    tag = build_variant(docker_client, built,
-                        f"FROM {OS_REPO}:v1.4\nCOPY release.yaml /usr/lib/osctl/release.yaml\n",
-                        {"release.yaml": manifest})
+@pytest.mark.parametrize(("manifest", "words"), [
+    ("version: v1.4\nservices:\n  a:\n    comand: [sleep, '9']\nboot: {kernel: /boot/vmlinuz}\n",
+     "/usr/lib/osctl/release.yaml:4:5: services.a.comand: unknown key (did you mean 'command'?)"),
+    ("version: v1.4\nservices:\n  a: {command: [sleep, '9']}\nboot: {kernel: /boot/vmlinuz-6.1}\n",
+     "boot.kernel: /boot/vmlinuz-6.1 is not a file in the image"),
+    ("version: v1.4\nservices:\n  a: {depends_on: [b]}\n  b: {depends_on: [a]}\nboot: {kernel: /boot/vmlinuz}\n",
+     "dependency cycle: a -> b -> a"),
+])
+def test_image_with_a_bad_manifest_is_refused_with_its_location(
+    host: Host, docker_client: docker.DockerClient, variant: Callable[..., str], manifest: str, words: str
+) -> None:
+    tag = variant("COPY release.yaml /usr/lib/osctl/release.yaml", {"release.yaml": manifest})
     proc = host.osctl("image", "validate", tag, "--no-pull")
-    assert proc.returncode == 2
-    assert "/usr/lib/osctl/release.yaml:4:5: services.a.comand: unknown key (did you mean 'command'?)" in proc.stderr
-    assert host_objects(docker_client, host.host_id) == []
-
-
-def test_missing_boot_artifact_is_refused(host: Host, docker_client: docker.DockerClient, built: list[str]) -> None:
-    manifest = "version: v1.4\nservices:\n  a: {command: [sleep, '9']}\nboot: {kernel: /boot/vmlinuz-6.1}\n"
-    tag = build_variant(docker_client, built,
-                        f"FROM {OS_REPO}:v1.4\nCOPY release.yaml /usr/lib/osctl/release.yaml\n",
-                        {"release.yaml": manifest})
-    proc = host.osctl("image", "validate", tag, "--no-pull")
-    assert proc.returncode == 2
-    assert "boot.kernel: /boot/vmlinuz-6.1 is not a file in the image" in proc.stderr
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+    assert host_objects(docker_client, host.host_id) == [], "the helper container is gone"
 
 
 def test_every_service_of_every_version_really_runs(registry: str, docker_client: docker.DockerClient) -> None:

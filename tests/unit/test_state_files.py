@@ -1,0 +1,111 @@
+"""Files under the host root: store records, boot pointer, the host lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from osctl.adapters.locking import host_lock
+from osctl.domain import bootpointer
+from osctl.domain.store import Store
+from osctl.errors import HostLocked, StateError
+from osctl.models.store import BootPointer, StoreRecord
+
+
+def record(version: str, **extra: object) -> StoreRecord:
+    return StoreRecord.model_validate({"version": version, "repository": "127.0.0.1:5000/osctl/os",
+                                       "digest": "sha256:" + "a" * 64, "image_id": "sha256:" + "b" * 64,
+                                       "size": 1, "stored_at": "2026-11-26T00:00:00+00:00", **extra})
+
+
+def store_version(store: Store, version: str, **extra: object) -> StoreRecord:
+    files = store.stage_boot_files(version, {"vmlinuz": ("/boot/vmlinuz", b"kernel " + version.encode())})
+    rec = record(version, boot_files=[f.model_dump() for f in files], **extra)
+    store.save(rec)
+    return rec
+
+
+def test_records_are_listed_newest_first_and_only_when_complete(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for version in ("v1.9", "v1.10", "v1.3"):
+        store_version(store, version)
+    assert [r.version for r in store.records()] == ["v1.10", "v1.9", "v1.3"]
+    (store.version_dir("v1.9") / "vmlinuz").write_bytes(b"torn")  # a boot file that no longer matches
+    assert [r.version for r in store.records()] == ["v1.10", "v1.3"]
+
+
+def test_boot_files_without_a_record_are_leftovers(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.stage_boot_files("v1.4", {"vmlinuz": ("/boot/vmlinuz", b"k")})  # pull interrupted here
+    (store.boot_dir / ".partial-v1.5-123").mkdir()
+    assert store.get("v1.4") is None and store.records() == []
+    assert sorted(store.clean_leftovers()) == [".partial-v1.5-123", "v1.4"]
+    assert list(store.boot_dir.iterdir()) == []
+
+
+def test_a_damaged_record_is_a_clear_error(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store_version(store, "v1.4")
+    store.record_path("v1.4").write_text('{"version": "v1.4", "repo')
+    with pytest.raises(StateError, match=r"store record .*v1.4.json is damaged"):
+        store.get("v1.4")
+
+
+def test_remove_forgets_the_record_first(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store_version(store, "v1.4")
+    store.remove("v1.4")
+    assert not store.record_path("v1.4").exists() and not store.version_dir("v1.4").exists()
+
+
+def test_boot_pointer_survives_a_torn_write(tmp_path: Path) -> None:
+    assert bootpointer.read(tmp_path) == BootPointer()
+    bootpointer.write(tmp_path, BootPointer(default="v1.3"))
+    bootpointer.write(tmp_path, BootPointer(default="v1.4", previous="v1.3"))
+    assert bootpointer.read(tmp_path).default == "v1.4"
+    bootpointer.pointer_path(tmp_path).write_text('{"default": "v1.')  # torn
+    assert bootpointer.read(tmp_path).default == "v1.3", "the last good copy"
+
+
+def test_next_boot_is_the_trial_while_it_has_tries() -> None:
+    assert BootPointer(default="v1.3", trial="v1.4", trial_tries=2).next_boot == "v1.4"
+    assert BootPointer(default="v1.3", trial="v1.4", trial_tries=0).next_boot == "v1.3"
+
+
+def test_second_holder_is_refused_with_the_pid(tmp_path: Path) -> None:
+    with host_lock(tmp_path, "upgrade"):
+        with pytest.raises(HostLocked, match=rf"pid {os.getpid()}: upgrade"):
+            with host_lock(tmp_path, "prune"):
+                pass
+    with host_lock(tmp_path, "prune"):  # free again
+        pass
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
+    code = ("import sys, time; from pathlib import Path; from osctl.adapters.locking import host_lock\n"
+            "with host_lock(Path(sys.argv[1]), 'pull'):\n    print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(HostLocked, match=f"pid {holder.pid}: pull"):
+            with host_lock(tmp_path, "prune"):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        if holder.stdout:
+            holder.stdout.close()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            with host_lock(tmp_path, "prune"):
+                break
+        except HostLocked:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
