@@ -16,6 +16,7 @@ This module is a leaf: it imports nothing from osctl, so every layer may raise t
     ├── RegistryUnavailable         exit 4  the registry cannot be reached
     ├── RegistryAuthError           exit 2  the registry refused the credentials (or there were none)
     ├── HostLocked                  exit 5  another osctl process is changing this host
+    ├── ServiceFailed               exit 1  a system service did not start, complete or become healthy
     ├── IntegrityError              exit 1  content differs from what was resolved or recorded
     └── StateError                  exit 1  files under the host root are unreadable or unwritable
 """
@@ -140,6 +141,16 @@ class HostLocked(OsctlError):
     """Another osctl process holds this host's lock."""
 
     exit_code = ExitCode.LOCKED
+
+
+class ServiceFailed(OsctlError):
+    """A system service failed to come up; names it and quotes its last log lines."""
+
+    def __init__(self, service: str, detail: str, logs: list[str], *, others: int = 0) -> None:
+        self.service, self.detail, self.logs = service, detail, logs
+        tail = f"; last log lines: {' | '.join(logs[-3:])}" if logs else ""
+        more = f" (and {others} more)" if others else ""
+        super().__init__(f"service {service} failed: {detail}{tail}{more}", hint=f"osctl service logs {service}")
 
 
 class IntegrityError(OsctlError):

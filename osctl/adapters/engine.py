@@ -16,6 +16,7 @@ import logging
 import os
 import posixpath
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,7 +28,15 @@ from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_a
 
 from osctl.constants import DEFAULT_DOCKER_HOST, LABEL_ROLE, ROLE_HELPER, SETUP_COMMAND
 from osctl.errors import EngineError, EngineUnavailable, NotFoundError, RegistryUnavailable
-from osctl.models.engine import ContainerInfo, EngineInfo, ImageInfo, PullProgress, VolumeInfo
+from osctl.models.engine import (
+    ContainerInfo,
+    ContainerSpec,
+    ContainerState,
+    EngineInfo,
+    ImageInfo,
+    PullProgress,
+    VolumeInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +260,127 @@ class Engine:
             found = self._docker.api.volumes(filters={"label": _label_filter(labels)})
         return [VolumeInfo(v["Name"], v.get("Labels") or {}) for v in (found.get("Volumes") or [])]
 
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) a system container; its named volumes are created first, labelled.
+
+        Every system container runs with the engine's init as PID 1, so a daemon in it gets
+        SIGTERM like any process and stops at once instead of waiting out the stop timeout.
+        The engine's own restart policy stays "no": osctl's supervisor owns restarts, with
+        backoff and a failed state the engine does not have.
+        """
+        api = self._docker.api
+        with self._translated(f"creating container {spec.name}"):
+            for mount in spec.mounts:
+                if mount.volume:
+                    self._ensure_volume(mount.source, spec.volume_labels.get(mount.source, {}))
+            host_config = api.create_host_config(
+                binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
+                network_mode=spec.network_mode, privileged=spec.privileged, init=True,
+                restart_policy={"Name": "no"}, log_config={"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
+            )
+            healthcheck = None
+            if spec.probe is not None:
+                healthcheck = {"test": spec.probe.test, "interval": _ns(spec.probe.interval),
+                               "timeout": _ns(spec.probe.timeout), "retries": spec.probe.retries,
+                               "start_period": _ns(spec.probe.start_period)}
+            created = api.create_container(
+                spec.image, command=spec.command, entrypoint=spec.entrypoint, environment=spec.environment,
+                labels=spec.labels, name=spec.name, host_config=host_config, healthcheck=healthcheck,
+                detach=True, stop_signal="SIGTERM",
+            )
+        return str(created["Id"])
+
+    def _ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        try:
+            self._docker.api.inspect_volume(name)
+        except docker.errors.NotFound:
+            self._docker.api.create_volume(name, labels=labels)
+
+    def start(self, container_id: str) -> None:
+        with self._translated(f"starting container {container_id[:12]}"):
+            self._docker.api.start(container_id)
+
+    def stop(self, container_id: str, timeout: float = 10.0) -> None:
+        with contextlib.suppress(NotFoundError), self._translated(f"stopping container {container_id[:12]}"):
+            self._docker.api.stop(container_id, timeout=max(0, int(timeout)))
+
+    def inspect(self, container_id: str) -> ContainerState | None:
+        """The container's state, or None when it does not exist."""
+        try:
+            with self._translated(f"inspecting container {container_id[:12]}"):
+                attrs = self._docker.api.inspect_container(container_id)
+        except NotFoundError:
+            return None
+        state = attrs.get("State") or {}
+        health = (state.get("Health") or {}).get("Status")
+        return ContainerState(
+            id=attrs["Id"], name=attrs.get("Name", "").lstrip("/"), labels=(attrs.get("Config") or {}).get("Labels") or {},
+            status=state.get("Status", "?"), running=bool(state.get("Running")), exit_code=int(state.get("ExitCode") or 0),
+            started_at=state.get("StartedAt", ""), finished_at=state.get("FinishedAt", ""), health=health,
+            image=attrs.get("Image", ""), restart_count=int(attrs.get("RestartCount") or 0),
+        )
+
+    def wait(self, container_id: str, timeout: float) -> int | None:
+        """The exit code once the container stops, or None if it still runs after ``timeout``."""
+        try:
+            with self._translated(f"waiting for container {container_id[:12]}"):
+                return int(self._docker.api.wait(container_id, timeout=timeout)["StatusCode"])
+        except EngineError as exc:
+            if isinstance(exc.__cause__, requests.exceptions.RequestException | docker.errors.DockerException):
+                return None
+            raise
+
+    def run_probe(self, container_id: str, test: list[str], timeout: float) -> bool:
+        """Run a health check command in the container now; True when it exits 0 in time."""
+        if test[0] == "CMD-SHELL":
+            argv = ["/bin/sh", "-c", test[1]]
+        else:
+            argv = list(test[1:])
+        api = self._docker.api
+        try:
+            with self._translated(f"probing container {container_id[:12]}"):
+                exec_id = api.exec_create(container_id, argv, stdout=False, stderr=False)["Id"]
+                api.exec_start(exec_id, detach=True)
+                deadline = time.monotonic() + timeout
+                while True:
+                    info = api.exec_inspect(exec_id)
+                    if not info.get("Running"):
+                        return info.get("ExitCode") == 0
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.02)
+        except (EngineError, NotFoundError):
+            return False
+
+    def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
+        """The container's output (stdout and stderr, as written), streamed when following."""
+        with self._translated(f"reading logs of {container_id[:12]}"):
+            stream = self._docker.api.logs(container_id, stream=True, follow=follow,
+                                           tail="all" if tail is None else tail)
+            yield from stream
+
+    def last_lines(self, container_id: str, count: int = 10) -> list[str]:
+        """The last lines a container wrote, for error messages."""
+        try:
+            data = b"".join(self.logs(container_id, tail=count))
+        except (EngineError, NotFoundError):
+            return []
+        return data.decode("utf-8", errors="replace").rstrip("\n").splitlines()[-count:]
+
+    def events(self, labels: dict[str, str]) -> EventStream:
+        """The engine's container events for ``labels``, on a connection of their own.
+
+        The stream blocks while it waits; a separate client keeps the main one free for the
+        calls the supervisor makes while reacting to an event.
+        """
+        client = self._connect()
+        try:
+            stream = client.api.events(decode=True, filters={"type": "container", "label": _label_filter(labels)})
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            client.close()
+            raise self._unavailable(exc) from exc
+        return EventStream(client, stream, self._unavailable)
+
     def remove_container(self, container_id: str) -> None:
         with contextlib.suppress(NotFoundError), self._translated(f"removing container {container_id[:12]}"):
             self._docker.api.remove_container(container_id, force=True, v=False)
@@ -258,6 +388,41 @@ class Engine:
     def remove_volume(self, name: str) -> None:
         with contextlib.suppress(NotFoundError), self._translated(f"removing volume {name}"):
             self._docker.api.remove_volume(name, force=True)
+
+
+class EventStream:
+    """Engine events as plain dicts; ``close()`` from another thread ends the iteration."""
+
+    def __init__(self, client: docker.DockerClient, stream: Any,
+                 unavailable: Callable[[BaseException], EngineUnavailable]) -> None:
+        self._client, self._stream, self._unavailable = client, stream, unavailable
+        self.closed = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            for event in self._stream:
+                yield {"action": event.get("Action") or event.get("status", ""), "id": event.get("id", ""),
+                       "labels": (event.get("Actor") or {}).get("Attributes") or {}}
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            if not self.closed:
+                self.close()
+                raise self._unavailable(exc) from exc
+            return
+        if not self.closed:  # the engine ended the stream: it is going away
+            self.close()
+            raise self._unavailable(ConnectionError("the engine closed the event stream"))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                self._stream.close()
+            with contextlib.suppress(Exception):
+                self._client.close()
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
 
 
 def split_ref(ref: str) -> tuple[str, str]:

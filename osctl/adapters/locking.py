@@ -11,6 +11,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +19,17 @@ from osctl.constants import STATE_DIR
 from osctl.errors import HostLocked, StateError
 
 
+SUPERVISOR = "supervise"
+SUPERVISOR_PATIENCE = 15.0  # the supervisor holds the lock only for short repairs
+
+
 @contextlib.contextmanager
 def host_lock(root: Path, purpose: str) -> Iterator[None]:
-    """Hold the host's lock for the block, or raise ``HostLocked`` naming the holder."""
+    """Hold the host's lock for the block, or raise ``HostLocked`` naming the holder.
+
+    A command meeting the supervisor's lock waits a little (it only holds it to restart or
+    recreate a container); meeting another command's lock, it fails at once.
+    """
     path = root / STATE_DIR / "lock"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,14 +38,19 @@ def host_lock(root: Path, purpose: str) -> Iterator[None]:
         raise StateError(f"cannot create the lock {path}: {exc.strerror or exc}",
                          hint="osctl needs write access to the host root (run as root?)") from exc
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
+        deadline = time.monotonic() + (0 if purpose == SUPERVISOR else SUPERVISOR_PATIENCE)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise HostLocked(f"another osctl is changing this host ({holder})",
-                             hint="wait for it to finish; the lock goes away when that process ends") from None
+            if not holder.endswith(f": {SUPERVISOR}") or time.monotonic() >= deadline:
+                raise HostLocked(f"another osctl is changing this host ({holder})",
+                                 hint="wait for it to finish; the lock goes away when that process ends")
+            time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: {purpose}\n".encode(), 0)
         try:

@@ -28,6 +28,8 @@ class LazyGroup(click.Group):
         "pin": ("osctl.cli.versions_cmd", "pin"),
         "unpin": ("osctl.cli.versions_cmd", "unpin"),
         "prune": ("osctl.cli.versions_cmd", "prune"),
+        "service": ("osctl.cli.service_cmd", "service"),
+        "supervise": ("osctl.cli.supervise_cmd", "supervise"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

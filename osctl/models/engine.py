@@ -54,3 +54,58 @@ class PullProgress:
     status: str
     current: int = 0
     total: int = 0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A health check as the engine takes it (``test`` in Docker's CMD / CMD-SHELL form)."""
+
+    test: list[str]
+    interval: float
+    timeout: float
+    retries: int
+    start_period: float
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A named volume (``source`` is its engine name) or a bind of a host path."""
+
+    source: str
+    target: str
+    read_only: bool = False
+    volume: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything the engine needs to create one system container, and nothing else."""
+
+    name: str
+    image: str
+    labels: dict[str, str]
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    volume_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # volume name -> labels
+    network_mode: str = "bridge"
+    privileged: bool = False
+    probe: Probe | None = None
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What ``docker inspect`` says about a container, in the words osctl needs."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    status: str  # created | running | exited | ...
+    running: bool
+    exit_code: int
+    started_at: str
+    finished_at: str
+    health: str | None  # starting | healthy | unhealthy | None without a probe
+    image: str
+    restart_count: int = 0

@@ -136,3 +136,33 @@ def registry_tags(repository: str) -> list[str]:
     name = repository.split("/", 1)[1]
     with urllib.request.urlopen(f"http://{REGISTRY}/v2/{name}/tags/list?n=1000", timeout=10) as resp:
         return sorted(json.load(resp).get("tags") or [])
+
+
+SYSTEM_IMAGES = Path(__file__).resolve().parents[2] / "system-images"
+
+
+def shipped_manifest(version: str) -> str:
+    """A shipped version's release.yaml, as built into its image."""
+    return (SYSTEM_IMAGES / "versions" / version / "release.yaml").read_text().replace("${REGISTRY}", REGISTRY)
+
+
+@pytest.fixture
+def publish(docker_client: docker.DockerClient, registry: str) -> Iterator[Callable[[str, str], str]]:
+    """Publish OS versions with a manifest of the test's own, FROM v1.5, in a repository of
+    the test's own; returns the repository. Removed from the registry and engine afterwards."""
+    from tests.support import registry_tools
+
+    repo = f"{registry}/osctl-test/{uuid.uuid4().hex[:8]}/os"
+    refs: list[str] = []
+
+    def make(version: str, manifest: str) -> str:
+        refs.append(registry_tools.os_version_variant(docker_client, f"{OS_REPO}:v1.5", repo, version, manifest))
+        return repo
+
+    yield make
+    registry_tools.delete_repository(registry, repo.split("/", 1)[1])
+    for ref in refs:
+        try:
+            docker_client.images.remove(ref, noprune=False)
+        except docker.errors.APIError:
+            pass

@@ -1,0 +1,41 @@
+"""``osctl supervise``: the long-running supervisor of one host."""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+
+import click
+
+from osctl.cli import render
+from osctl.cli.context import AppContext, pass_app
+
+
+@click.command()
+@click.option("--reconcile-every", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between full checks, beside the engine's events.")
+@click.option("--stable-after", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds up after which a service's failure count starts again.")
+@click.option("--max-failures", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Consecutive failures after which a service is marked failed.")
+@click.option("--backoff-max", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="The longest wait between two restarts of a service.")
+@pass_app
+def supervise(app: AppContext, reconcile_every: float, stable_after: float, max_failures: int,
+              backoff_max: float) -> None:
+    """Keep the active version's services running until SIGTERM (which leaves them running)."""
+    from osctl.operations.supervisor import Policy, Supervisor
+
+    policy = Policy(reconcile_every=reconcile_every, stable_after=stable_after, max_failures=max_failures,
+                    backoff_max=backoff_max)
+    supervisor = Supervisor(app.settings, policy=policy, say=render.info)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        render.info(f"received {signal.Signals(signum).name}; stopping (services keep running)")
+        supervisor.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    render.info(f"supervising host {app.settings.host_id} (pid {os.getpid()})")
+    supervisor.run()

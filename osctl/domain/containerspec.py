@@ -1,0 +1,68 @@
+"""From a version's manifest to the exact containers the engine must run for one host.
+
+Pure: no engine, no files. The spec hash (a label on each container) is what lets ``up`` leave
+an unchanged service running and recreate a changed one, like compose's config hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from osctl.constants import LABEL_SPEC_HASH
+from osctl.domain.naming import container_name, service_labels, volume_labels, volume_name
+from osctl.errors import UsageError
+from osctl.models.engine import ContainerSpec, Mount, Probe
+from osctl.models.manifest import ServiceSpec
+
+
+def container_spec(host_id: str, root: Path, version: str, name: str, service: ServiceSpec,
+                   image_ids: dict[str | None, str]) -> ContainerSpec:
+    """The container for service ``name`` of ``version`` on this host.
+
+    ``image_ids`` maps a service's ``image`` (None: the OS image itself) to the engine image id
+    the store recorded, so a container runs exactly what was stored, whatever a tag says now.
+    """
+    mounts, vol_labels = [], {}
+    for vol in service.volumes:
+        if vol.is_named:
+            engine_name = volume_name(host_id, vol.source)
+            mounts.append(Mount(engine_name, vol.target, vol.read_only, volume=True))
+            vol_labels[engine_name] = volume_labels(host_id, vol.source)
+        else:
+            mounts.append(Mount(str(host_path(root, vol.source)), vol.target, vol.read_only, volume=False))
+    probe = None
+    if service.healthcheck is not None:
+        hc = service.healthcheck
+        probe = Probe(list(hc.test), hc.interval, hc.timeout, hc.retries, hc.start_period)
+    spec = ContainerSpec(
+        name=container_name(host_id, version, name),
+        image=image_ids[service.image],
+        labels=service_labels(host_id, version, name),
+        command=list(service.command) if service.command is not None else None,
+        entrypoint=list(service.entrypoint) if service.entrypoint is not None else None,
+        environment=dict(service.environment),
+        mounts=mounts,
+        volume_labels=vol_labels,
+        network_mode=service.network_mode,
+        privileged=service.privileged,
+        probe=probe,
+    )
+    return replace(spec, labels={**spec.labels, LABEL_SPEC_HASH: spec_hash(spec)})
+
+
+def spec_hash(spec: ContainerSpec) -> str:
+    """A stable digest of everything that makes the container what it is."""
+    body = json.dumps(asdict(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def host_path(root: Path, path: str) -> Path:
+    """``path`` of the host, under ``root``; refused when it would lead outside the root."""
+    candidate = (root / path.lstrip("/")).resolve()
+    base = root.resolve()
+    if candidate != base and base not in candidate.parents:
+        raise UsageError(f"the host path {path} leads outside the host root {root}")
+    return candidate

@@ -1,0 +1,341 @@
+"""``osctl supervise``: keep the active version's service set running, and say how it goes.
+
+It watches the engine's event stream for this host's containers and reconciles every few
+seconds as a safety net:
+
+- a service that dies is started again, at once the first time, then with exponential
+  backoff and jitter; the count resets once it has stayed up for a while. One that keeps
+  dying is marked failed and left alone (``osctl service start`` clears it); the others run on;
+- a container removed behind osctl's back is recreated;
+- a service whose health check keeps failing (the engine says "unhealthy") is restarted;
+- when the engine goes away, it reconnects with backoff and brings everything up again;
+- services the operator stopped or disabled, and a set that is down, are left alone;
+- SIGTERM ends the supervisor and leaves the services running.
+
+What it knows (restarts, last failure, failed services) goes to supervisor.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from tenacity import RetryCallState, wait_exponential, wait_random
+
+from osctl.adapters.engine import Engine, EventStream
+from osctl.adapters.locking import SUPERVISOR, host_lock
+from osctl.constants import LABEL_ROLE, LABEL_SERVICE, LABEL_VERSION, ROLE_SERVICE
+from osctl.domain import servicestate
+from osctl.domain.naming import host_labels
+from osctl.domain.settings import Settings
+from osctl.errors import EngineUnavailable, HostLocked, OsctlError
+from osctl.models.services import ServiceRecord, ServicesState, SupervisorStatus
+from osctl.operations import serviceset
+from osctl.operations.services import skipped
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Policy:
+    """How hard the supervisor tries; the defaults suit a server, tests shrink them."""
+
+    def __init__(self, *, reconcile_every: float = 5.0, stable_after: float = 30.0, max_failures: int = 5,
+                 backoff_min: float = 0.5, backoff_max: float = 30.0, reconnect_max: float = 10.0) -> None:
+        self.reconcile_every = reconcile_every
+        self.stable_after = stable_after
+        self.max_failures = max_failures
+        # The first restart is immediate; then min, 2*min, 4*min ... up to max, plus jitter.
+        self._backoff = wait_exponential(multiplier=backoff_min, max=backoff_max) + wait_random(0, backoff_min)
+        self._reconnect = wait_exponential(multiplier=0.2, max=reconnect_max) + wait_random(0, 0.2)
+
+    def restart_delay(self, failures: int) -> float:
+        return 0.0 if failures <= 1 else float(self._backoff(_attempt(failures - 1)))
+
+    def reconnect_delay(self, attempt: int) -> float:
+        return float(self._reconnect(_attempt(attempt)))
+
+
+def _attempt(number: int) -> RetryCallState:
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = number
+    return state
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, *, policy: Policy | None = None,
+                 engine_factory: Callable[[], Engine] = Engine, say: Callable[[str], None] = lambda _m: None) -> None:
+        self.settings = settings
+        self.policy = policy or Policy()
+        self._engine_factory = engine_factory
+        self._say = say
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._stopping = threading.Event()
+        self._stream: EventStream | None = None
+        self._due: dict[str, float] = {}  # service -> when to restart it
+        self._started: dict[str, float] = {}  # service -> when we last saw it start
+        self._expected: dict[str, bool] = {}  # container ids we stopped ourselves
+        self._unhealthy: set[str] = set()  # restarts due because the health check kept failing
+        self.status = servicestate.read_supervisor(settings.root)
+        self.status.pid = os.getpid()
+
+    # -- life cycle ------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler or another thread)."""
+        self._stopping.set()
+        self._events.put(_STOP)
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+
+    def run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            engine = self._engine_factory()
+            try:
+                self._serve(engine)
+                attempt = 0
+            except EngineUnavailable as exc:
+                attempt += 1
+                self._set_connected(False)
+                delay = self.policy.reconnect_delay(attempt)
+                self._say(f"engine unavailable ({exc.message}); retrying in {delay:.1f}s")
+                self._stopping.wait(delay)
+            finally:
+                engine.close()
+        self.status.pid = None
+        self._save()
+
+    def _serve(self, engine: Engine) -> None:
+        self._stream = engine.events(host_labels(self.settings.host_id))
+        threading.Thread(target=self._pump, args=(self._stream,), daemon=True, name="events").start()
+        self._set_connected(True)
+        self.reconcile(engine)
+        next_reconcile = time.monotonic() + self.policy.reconcile_every
+        while not self._stopping.is_set():
+            wake = min([next_reconcile, *self._due.values()])
+            try:
+                item = self._events.get(timeout=max(0.0, wake - time.monotonic()))
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            if isinstance(item, EngineUnavailable):
+                raise item
+            if item is not None:
+                self._on_event(engine, item)
+            self._restart_due(engine)
+            if time.monotonic() >= next_reconcile:
+                self.reconcile(engine)
+                next_reconcile = time.monotonic() + self.policy.reconcile_every
+
+    def _pump(self, stream: EventStream) -> None:
+        try:
+            for event in stream:
+                self._events.put(event)
+        except EngineUnavailable as exc:
+            self._events.put(exc)
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[bool]:
+        """Act only while no osctl command is changing the host; yields whether we may act.
+
+        A command holding the lock (an upgrade, a service stop) causes container events of its
+        own; they are its business, and the next reconcile catches whatever is left over.
+        """
+        try:
+            with host_lock(self.settings.root, SUPERVISOR):
+                yield True
+        except HostLocked:
+            yield False
+
+    # -- what should run -------------------------------------------------------------------
+    def _wanted(self) -> tuple[ServicesState, serviceset.ServiceSet | None]:
+        state = servicestate.read_services(self.settings.root)
+        if state.desired != "up" or not state.version:
+            return state, None
+        try:
+            return state, serviceset.load_service_set(self.settings.host_id, self.settings.root, state.version)
+        except OsctlError as exc:
+            self._say(f"cannot load {state.version}: {exc.message}")
+            return state, None
+
+    def _leave_alone(self, state: ServicesState) -> dict[str, str]:
+        reasons = skipped(state)
+        for name, record in self.status.services.items():
+            if record.failed:
+                reasons.setdefault(name, "failed: it kept crashing")
+        for name in self._due:
+            reasons.setdefault(name, "waiting to be restarted")
+        return reasons
+
+    def reconcile(self, engine: Engine) -> None:
+        """Start what should run and does not (in dependency order), recreate what is gone."""
+        with self._turn() as mine:
+            if mine:
+                self._reconcile(engine)
+
+    def _reconcile(self, engine: Engine) -> None:
+        state, sset = self._wanted()
+        if sset is None:
+            return
+        self.status.version = sset.version
+        for name in [n for n in self.status.services if n not in sset.manifest.services]:
+            del self.status.services[name]
+        for name in state.stopped:  # an operator's start clears a failure
+            self._due.pop(name, None)
+        self._clear_failures_started_by_hand(engine, sset)
+        observed = serviceset.observe(engine, self.settings.host_id, sset.version)
+        missing = [n for n in sset.specs if n not in observed or not observed[n].running]
+        wanted = [n for n in missing if n not in self._leave_alone(state)
+                  and not _finished(sset, n, observed.get(n))]
+        if wanted:
+            try:
+                serviceset.up(engine, sset, skip=self._leave_alone(state), wait_healthy=False, timeout=30.0)
+            except serviceset.ServicesFailed as exc:
+                for outcome in exc.outcomes:
+                    if outcome.result == "failed":
+                        self._failure(outcome.service, outcome.detail)
+            for name in wanted:
+                self._started[name] = time.monotonic()
+        self._save()
+
+    def _clear_failures_started_by_hand(self, engine: Engine, sset: serviceset.ServiceSet) -> None:
+        observed = serviceset.observe(engine, self.settings.host_id, sset.version)
+        for name, record in self.status.services.items():
+            state = observed.get(name)
+            if record.failed and state is not None and state.running and name not in self._started:
+                record.failed, record.consecutive_failures = False, 0
+
+    # -- events ----------------------------------------------------------------------------
+    def _on_event(self, engine: Engine, event: dict[str, Any]) -> None:
+        labels = event["labels"]
+        if labels.get(LABEL_ROLE) != ROLE_SERVICE:
+            return
+        if event["action"] == "die" and self._expected.pop(event["id"], False):
+            return  # our own stop, for a restart
+        with self._turn() as mine:
+            if mine:
+                self._handle(engine, event)
+
+    def _handle(self, engine: Engine, event: dict[str, Any]) -> None:
+        labels = event["labels"]
+        name, version, action = labels.get(LABEL_SERVICE, ""), labels.get(LABEL_VERSION), event["action"]
+        state, sset = self._wanted()
+        if sset is None or version != sset.version or name not in sset.specs:
+            return
+        if action == "start":
+            self._started[name] = time.monotonic()
+        elif action == "die":
+            self._on_death(engine, state, sset, name, event["id"])
+        elif action == "destroy" and name not in skipped(state):
+            self._say(f"{name}: container removed; recreating it")
+            self._due.pop(name, None)  # its death was the removal: recreating is the restart
+            self._reconcile(engine)
+            self.status.services.setdefault(name, ServiceRecord()).restarts += 1
+        elif action.startswith("health_status") and "unhealthy" in action and name not in skipped(state):
+            self._failure(name, "health check failing")
+            self._unhealthy.add(name)
+            self._schedule(name)
+
+    def _on_death(self, engine: Engine, state: ServicesState, sset: serviceset.ServiceSet, name: str,
+                  container_id: str) -> None:
+        if name in skipped(state):
+            return
+        info = engine.inspect(container_id)
+        if info is None:
+            return  # removed: the destroy event follows
+        service = sset.manifest.services[name]
+        policy = service.restart_policy
+        if info.exit_code == 0 and (service.oneshot or policy == "on-failure"):
+            return  # finished as it should
+        if policy == "no":
+            self._failure(name, f"exited with code {info.exit_code} (restart: no)", restart=False)
+            return
+        self._failure(name, f"exited with code {info.exit_code}")
+        self._schedule(name)
+
+    def _failure(self, name: str, why: str, *, restart: bool = True) -> None:
+        record = self.status.services.setdefault(name, ServiceRecord())
+        started = self._started.get(name)
+        if started is not None and time.monotonic() - started >= self.policy.stable_after:
+            record.consecutive_failures = 0  # it had been fine for a while: a fresh start
+        record.consecutive_failures += 1
+        record.last_failure = why
+        record.last_failure_at = datetime.now(UTC).isoformat(timespec="seconds")
+        if not restart or record.consecutive_failures > self.policy.max_failures:
+            record.failed = True
+            self._due.pop(name, None)
+            self._say(f"{name}: {why}; marked failed after {record.consecutive_failures} failure(s)")
+        self._save()
+
+    def _schedule(self, name: str) -> None:
+        record = self.status.services[name]
+        if record.failed or name in self._due:
+            return
+        delay = self.policy.restart_delay(record.consecutive_failures)
+        self._due[name] = time.monotonic() + delay
+        self._say(f"{name}: {record.last_failure}; restarting in {delay:.1f}s")
+
+    def _restart_due(self, engine: Engine) -> None:
+        now = time.monotonic()
+        due = [n for n, when in self._due.items() if when <= now]
+        if not due:
+            return
+        with self._turn() as mine:
+            if not mine:
+                return  # a command is at work; try again at the next wake-up
+            for name in due:
+                del self._due[name]
+                self._restart(engine, name)
+
+    def _restart(self, engine: Engine, name: str) -> None:
+        state, sset = self._wanted()
+        if sset is None or name in skipped(state):
+            return
+        current = serviceset.observe(engine, self.settings.host_id, sset.version).get(name)
+        unhealthy = name in self._unhealthy
+        self._unhealthy.discard(name)
+        if current is not None and current.running and not unhealthy:
+            return  # someone (the operator, a reconcile) already started it
+        try:
+            if current is not None and current.running:
+                self._expected[current.id] = True
+                engine.stop(current.id, serviceset.STOP_TIMEOUT)  # unhealthy: a clean restart
+            if current is not None:
+                engine.start(current.id)
+            else:
+                serviceset.up(engine, sset, skip=self._leave_alone(state), wait_healthy=False, timeout=30.0)
+        except OsctlError as exc:
+            self._failure(name, exc.message)
+            self._schedule(name)
+            return
+        self._started[name] = time.monotonic()
+        self.status.services.setdefault(name, ServiceRecord()).restarts += 1
+        self._save()
+
+    # -- status ----------------------------------------------------------------------------
+    def _set_connected(self, connected: bool) -> None:
+        self.status.engine_connected = connected
+        self._save()
+
+    def _save(self) -> None:
+        self.status.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        try:
+            servicestate.write_supervisor(self.settings.root, self.status)
+        except OsctlError as exc:
+            self._say(f"cannot record the supervisor's state: {exc.message}")
+
+
+def _finished(sset: serviceset.ServiceSet, name: str, state: Any) -> bool:
+    """A one-shot that already ran to success needs nothing more."""
+    return bool(sset.manifest.services[name].oneshot and state is not None
+                and state.status == "exited" and state.exit_code == 0)
