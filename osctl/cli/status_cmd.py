@@ -12,7 +12,7 @@ from osctl.cli.context import AppContext, json_option, pass_app
 @json_option
 @pass_app
 def status(app: AppContext, as_json: bool) -> None:
-    """Show the host's id, root, OS image repository, engine and system containers."""
+    """Show the host, its versions (running, next boot, previous), services and supervisor."""
     from osctl.operations.hoststatus import host_status
 
     report = host_status(app.settings, app.engine)
@@ -26,5 +26,18 @@ def status(app: AppContext, as_json: bool) -> None:
     table.add_row("root", report.root)
     table.add_row("image", f"{report.image or '-'} [dim]({report.image_source})[/]")
     table.add_row("engine", f"Docker {report.engine_version} at {report.engine_address}")
-    table.add_row("containers", f"{report.running} running of {report.containers}")
+    table.add_row("running", ", ".join(report.running_versions) or "-")
+    table.add_row("active", f"{report.active_version or '-'} [dim](desired: {report.desired})[/]")
+    table.add_row("next boot", report.next_boot or "-")
+    table.add_row("previous", report.previous or "-")
+    services = f"{report.services_running} running of {report.services_total}"
+    for label, names, colour in (("failed", report.failed_services, "red"), ("stopped", report.stopped_services, "yellow"),
+                                 ("disabled", report.disabled_services, "dim")):
+        if names:
+            services += f"; [{colour}]{label}: {', '.join(names)}[/]"
+    table.add_row("services", services)
+    if report.supervisor_running:
+        table.add_row("supervisor", f"running (pid {report.supervisor_pid}), last update {report.supervisor_updated_at}")
+    else:
+        table.add_row("supervisor", "[yellow]not running[/] (osctl supervise keeps services running)")
     render.stdout.print(table)

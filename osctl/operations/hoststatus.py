@@ -1,17 +1,18 @@
-"""What ``osctl status`` reports about a host: who it is, where its state is, what runs.
+"""What ``osctl status`` reports about a host: who it is, what runs, what boots, how it goes.
 
-Grows with the transaction work (running version, next boot, rollbacks); for now it proves
-the settings resolve and the engine answers, and counts the host's system containers.
+The engine is asked what runs; osctl's own files say what should run and what the supervisor
+last saw. Where the two disagree, the engine is right.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, field
 
 from osctl.adapters.engine import Engine
-from osctl.constants import LABEL_ROLE, ROLE_SERVICE
-from osctl.domain.naming import host_labels
+from osctl.domain import bootpointer, servicestate
 from osctl.domain.settings import Settings
+from osctl.operations import serviceset
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,19 @@ class HostStatus:
     image_source: str
     engine_address: str
     engine_version: str
-    containers: int
-    running: int
+    active_version: str | None
+    desired: str
+    next_boot: str | None
+    previous: str | None
+    running_versions: list[str]
+    services_running: int
+    services_total: int
+    failed_services: list[str] = field(default_factory=list)
+    stopped_services: list[str] = field(default_factory=list)
+    disabled_services: list[str] = field(default_factory=list)
+    supervisor_pid: int | None = None
+    supervisor_running: bool = False
+    supervisor_updated_at: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -32,7 +44,11 @@ class HostStatus:
 
 def host_status(settings: Settings, engine: Engine) -> HostStatus:
     info = engine.info()
-    mine = [c for c in engine.containers(host_labels(settings.host_id)) if c.labels.get(LABEL_ROLE) == ROLE_SERVICE]
+    state = servicestate.read_services(settings.root)
+    supervisor = servicestate.read_supervisor(settings.root)
+    pointer = bootpointer.read(settings.root)
+    observed = serviceset.observe(engine, settings.host_id)
+    active = [c for key, c in observed.items() if key.endswith(f"@{state.version}")] if state.version else []
     return HostStatus(
         host_id=settings.host_id,
         host_id_source=settings.source_of("host_id"),
@@ -41,6 +57,29 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
         image_source=settings.source_of("image"),
         engine_address=info.address,
         engine_version=info.version,
-        containers=len(mine),
-        running=sum(1 for c in mine if c.state == "running"),
+        active_version=state.version,
+        desired=state.desired,
+        next_boot=pointer.next_boot,
+        previous=pointer.previous,
+        running_versions=sorted({key.split("@", 1)[1] for key, c in observed.items() if c.running}),
+        services_running=sum(1 for c in active if c.running),
+        services_total=len(active),
+        failed_services=sorted(n for n, r in supervisor.services.items() if r.failed),
+        stopped_services=sorted(state.stopped),
+        disabled_services=sorted(state.disabled),
+        supervisor_pid=supervisor.pid,
+        supervisor_running=_alive(supervisor.pid),
+        supervisor_updated_at=supervisor.updated_at,
     )
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

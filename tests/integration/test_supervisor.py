@@ -134,3 +134,25 @@ def test_sigterm_leaves_the_services_running(host: Host, docker_client: docker.D
     assert "stopping (services keep running)" in sup.output()
     for name in ("syslog", "ntp", "status", "cron", "metrics"):
         assert running(docker_client, host, name), name
+
+
+def test_service_that_turns_unhealthy_is_restarted(
+    host: Host, docker_client: docker.DockerClient, publish: Callable[[str, str], str],
+    supervise: Callable[..., Supervise]
+) -> None:
+    manifest = shipped_manifest("v1.5").replace("boot:\n", """  worker:
+    command: ["/bin/sh", "-c", "touch /tmp/ok; trap 'exit 0' TERM; while :; do sleep 1 & wait; done"]
+    network_mode: none
+    healthcheck: {test: ["CMD", "test", "-f", "/tmp/ok"], interval: 500ms, timeout: 1s, retries: 2}
+boot:
+""")
+    host.image = publish("v1.5", manifest)
+    up(host)
+    sup = supervise()
+    time.sleep(1)
+    worker = containers(docker_client, host)["worker"]
+    before = worker.attrs["State"]["StartedAt"]
+    assert worker.exec_run(["rm", "/tmp/ok"]).exit_code == 0  # the service stops answering its probe
+    wait_for(lambda: containers(docker_client, host)["worker"].attrs["State"]["StartedAt"] != before
+             and running(docker_client, host, "worker"), 20, sup.output())
+    assert "health check failing" in sup.output()
