@@ -30,6 +30,10 @@ class LazyGroup(click.Group):
         "prune": ("osctl.cli.versions_cmd", "prune"),
         "service": ("osctl.cli.service_cmd", "service"),
         "supervise": ("osctl.cli.supervise_cmd", "supervise"),
+        "upgrade": ("osctl.cli.transaction_cmd", "upgrade"),
+        "downgrade": ("osctl.cli.transaction_cmd", "downgrade"),
+        "rollback": ("osctl.cli.transaction_cmd", "rollback"),
+        "boot": ("osctl.cli.transaction_cmd", "boot"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -28,7 +28,8 @@ def status(app: AppContext, as_json: bool) -> None:
     table.add_row("engine", f"Docker {report.engine_version} at {report.engine_address}")
     table.add_row("running", ", ".join(report.running_versions) or "-")
     table.add_row("active", f"{report.active_version or '-'} [dim](desired: {report.desired})[/]")
-    table.add_row("next boot", report.next_boot or "-")
+    trial = f" [yellow](trial, {report.trial_tries} tries left, else {report.active_version})[/]" if report.trial else ""
+    table.add_row("next boot", (report.next_boot or "-") + trial)
     table.add_row("previous", report.previous or "-")
     services = f"{report.services_running} running of {report.services_total}"
     for label, names, colour in (("failed", report.failed_services, "red"), ("stopped", report.stopped_services, "yellow"),
@@ -36,6 +37,14 @@ def status(app: AppContext, as_json: bool) -> None:
         if names:
             services += f"; [{colour}]{label}: {', '.join(names)}[/]"
     table.add_row("services", services)
+    if report.transaction:
+        txn = report.transaction
+        table.add_row("transaction", f"[red]{txn['kind']} {txn.get('from_version') or '(none)'} -> {txn['to_version']} "
+                                     f"at step {txn['step']} (pid {txn['pid']})[/]; the next osctl command or boot "
+                                     "finishes or undoes it")
+    if report.last_rollback:
+        rb = report.last_rollback
+        table.add_row("last rollback", f"{rb['to_version']} at {rb.get('finished_at')}: {rb.get('reason')}")
     if report.supervisor_running:
         table.add_row("supervisor", f"running (pid {report.supervisor_pid}), last update {report.supervisor_updated_at}")
     else:

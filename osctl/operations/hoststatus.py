@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from osctl.adapters.engine import Engine
 from osctl.domain import bootpointer, servicestate
+from osctl.domain.journal import Journal
 from osctl.domain.settings import Settings
 from osctl.operations import serviceset
 
@@ -34,6 +35,10 @@ class HostStatus:
     failed_services: list[str] = field(default_factory=list)
     stopped_services: list[str] = field(default_factory=list)
     disabled_services: list[str] = field(default_factory=list)
+    trial: str | None = None
+    trial_tries: int = 0
+    transaction: dict[str, object] | None = None  # in progress, or cut short by a crash
+    last_rollback: dict[str, object] | None = None
     supervisor_pid: int | None = None
     supervisor_running: bool = False
     supervisor_updated_at: str | None = None
@@ -48,6 +53,9 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
     supervisor = servicestate.read_supervisor(settings.root)
     pointer = bootpointer.read(settings.root)
     observed = serviceset.observe(engine, settings.host_id)
+    journal = Journal(settings.root)
+    txn = journal.current()
+    rollbacks = [e for e in journal.history().entries if e.result == "rolled-back"]
     active = [c for key, c in observed.items() if key.endswith(f"@{state.version}")] if state.version else []
     return HostStatus(
         host_id=settings.host_id,
@@ -67,6 +75,10 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
         failed_services=sorted(n for n, r in supervisor.services.items() if r.failed),
         stopped_services=sorted(state.stopped),
         disabled_services=sorted(state.disabled),
+        trial=pointer.trial,
+        trial_tries=pointer.trial_tries,
+        transaction=txn.model_dump(mode="json") if txn else None,
+        last_rollback=rollbacks[-1].model_dump(mode="json") if rollbacks else None,
         supervisor_pid=supervisor.pid,
         supervisor_running=_alive(supervisor.pid),
         supervisor_updated_at=supervisor.updated_at,

@@ -41,48 +41,60 @@ def pull_version(
     *,
     progress: Callable[[PullProgress], None] | None = None,
     registry: Registry | None = None,
+    locked: bool = False,
 ) -> PullResult:
-    """Store ``version`` of the configured OS image repository on this host."""
+    """Store ``version`` of the configured OS image repository on this host.
+
+    ``locked``: the caller (a transaction) already holds the host lock.
+    """
     tag = OsVersion.parse(version).tag
-    repo = settings.require_image()
-    store = Store(settings.root)
+    if locked:
+        return _pull(settings, engine, tag, progress, registry)
     with host_lock(settings.root, f"pull {tag}"):
-        existing = store.get(tag)
-        if existing and existing.repository == repo and images_present(engine, existing):
-            hold_images(engine, settings.host_id, existing)
-            return PullResult(existing, already_stored=True)
-        store.clean_leftovers()
-        registry = registry or Registry(repo)
-        wanted = resolve(registry, repo, tag)
-        by_digest = f"{repo}@{wanted.digest}"
-        was_there = engine.image(by_digest) is not None
-        try:
-            report = verified_image(settings, engine, registry, by_digest, tag, wanted, progress)
-        except OsctlError:
-            if not was_there:  # leave the engine as it was: drop the name this pull added
-                engine.untag(by_digest)
-            raise
+        return _pull(settings, engine, tag, progress, registry)
 
-        service_images = {}
-        for ref in sorted({s.image for s in report.manifest.services.values() if s.image}):
-            service_images[ref] = engine.pull(ref, progress).id
-        engine.tag(report.image.id, f"{repo}:{tag}")
 
-        boot = report.manifest.boot
-        files = {"release.yaml": (MANIFEST_PATH, report.manifest_text),
-                 "vmlinuz": (boot.kernel, report.artifacts[boot.kernel])}
-        if boot.initrd:
-            files["initrd.img"] = (boot.initrd, report.artifacts[boot.initrd])
-        record = StoreRecord(
-            version=tag, repository=repo, digest=wanted.digest, image_id=report.image.id,
-            size=report.image.size, created=report.image.created,
-            stored_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            pinned=existing.pinned if existing else False,
-            service_images=service_images, boot_files=store.stage_boot_files(tag, files), cmdline=boot.cmdline,
-        )
-        hold_images(engine, settings.host_id, record)
-        store.save(record)
-        return PullResult(record, already_stored=False)
+def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[PullProgress], None] | None,
+          registry: Registry | None) -> PullResult:
+    store = Store(settings.root)
+    existing = store.get(tag)
+    if existing and images_present(engine, existing):
+        # Stored means usable offline, whatever repository is configured now.
+        hold_images(engine, settings.host_id, existing)
+        return PullResult(existing, already_stored=True)
+    repo = settings.require_image()
+    store.clean_leftovers()
+    registry = registry or Registry(repo)
+    wanted = resolve(registry, repo, tag)
+    by_digest = f"{repo}@{wanted.digest}"
+    was_there = engine.image(by_digest) is not None
+    try:
+        report = verified_image(settings, engine, registry, by_digest, tag, wanted, progress)
+    except OsctlError:
+        if not was_there:  # leave the engine as it was: drop the name this pull added
+            engine.untag(by_digest)
+        raise
+
+    service_images = {}
+    for ref in sorted({s.image for s in report.manifest.services.values() if s.image}):
+        service_images[ref] = engine.pull(ref, progress).id
+    engine.tag(report.image.id, f"{repo}:{tag}")
+
+    boot = report.manifest.boot
+    files = {"release.yaml": (MANIFEST_PATH, report.manifest_text),
+             "vmlinuz": (boot.kernel, report.artifacts[boot.kernel])}
+    if boot.initrd:
+        files["initrd.img"] = (boot.initrd, report.artifacts[boot.initrd])
+    record = StoreRecord(
+        version=tag, repository=repo, digest=wanted.digest, image_id=report.image.id,
+        size=report.image.size, created=report.image.created,
+        stored_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        pinned=existing.pinned if existing else False,
+        service_images=service_images, boot_files=store.stage_boot_files(tag, files), cmdline=boot.cmdline,
+    )
+    hold_images(engine, settings.host_id, record)
+    store.save(record)
+    return PullResult(record, already_stored=False)
 
 
 def verified_image(settings: Settings, engine: Engine, registry: Registry, by_digest: str, tag: str,

@@ -1,0 +1,480 @@
+#!/usr/bin/env python3
+"""Supervisor: restart latency after ``docker kill``, and the idle cost of ``osctl supervise``.
+
+    .venv/bin/python bench/supervisor.py [--runs 20] [--idle 60] [--services 10 30] [--json PATH]
+
+1. Restart latency: a supervised host runs a version of 10 services; one long-running service
+   container is killed (rotating over the services, ~1 s apart, ``--stable-after 0.5`` so that
+   every kill is a fresh first failure, restarted at once). The figure is the time from the
+   kill call returning to the engine's ``start`` event of that container (the moment it runs
+   again; confirmed by ``inspect``: Running, and StartedAt changed). Goal: under 1 s. Split
+   into the engine's ``die`` event -> the supervisor's "restarting in" line (stamped as it
+   arrives on its stderr) -> running. Peer: the plain engine's
+   ``start`` of the same killed container, with the supervisor stopped (the floor).
+2. Idle cost: CPU (% of one core, /proc/<pid>/stat utime+stime over ``--idle`` seconds, as
+   5-second slices) and VmRSS (peak and end) of ``osctl supervise`` with its defaults, for a
+   host of 10 and one of 30 services, one after the other; dockerd's CPU over the same window
+   is the peer. Goals with 10 services: under 1 % of a core and under 60 MB.
+
+The versions (v9.<n>.0, FROM osctl/os:v1.5: busybox daemons in dependency chains, about half
+with health checks every ``--health-interval`` seconds, default 5 as in docs/image-format.md)
+are built into the repository ``osctl-bench/supervisor-os`` of the local registry; the hosts
+are bench-sup-<n> under .run/bench-supervisor-<n>. Everything is removed again at the end,
+also after a failure or Ctrl-C. The split of a restart is stamped from the supervisor's stderr
+as it arrives; when the periodic reconcile starts the container before the ``die`` event is
+handled, that run's split goes negative (its total stays right).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from common import OSCTL, REGISTRY, REPO, Figure, figure, report
+from tests.support import registry_tools
+
+BENCH_REPO = "osctl-bench/supervisor-os"
+SOURCE = f"{REGISTRY}/osctl/os:v1.5"
+HOST_LABEL = "io.osctl.host"
+SERVICE_LABEL = "io.osctl.service"
+SLICE = 5.0  # seconds per CPU sample: the CLI's default reconcile interval, one reconcile each
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- the versions ------------------------------------------------------------------------------
+def manifest_text(version: str, count: int, health_interval: float) -> tuple[str, list[str]]:
+    """A release.yaml with ``count`` services: a one-shot ``network``, then ``syslog``, then
+    chains of busybox daemons; and the names of the long-running services."""
+    def health(test: list[str]) -> dict[str, Any]:
+        return {"test": test, "interval": f"{health_interval:g}s", "timeout": "2s", "retries": 3,
+                "start_period": "0s"}
+
+    services: dict[str, dict[str, Any]] = {
+        "network": {"command": ["/usr/lib/osctl/bin/network-check"], "network_mode": "none",
+                    "restart": "no", "oneshot": True},
+        "syslog": {"command": ["/bin/syslogd", "-n", "-O", "/var/log/messages", "-S"],
+                   "volumes": ["logs:/var/log"], "network_mode": "none",
+                   "depends_on": {"network": {"condition": "service_completed_successfully"}},
+                   "healthcheck": health(["CMD", "/bin/pidof", "syslogd"]), "restart": "always"},
+    }
+    names = ["syslog"]
+    for i in range(count - 2):
+        parent = "syslog" if i < 4 else names[i - 2]  # four under syslog, then each under the third before it
+        healthy = "healthcheck" in services[parent]
+        depends = {parent: {"condition": "service_healthy" if healthy and i % 2 else "service_started"}}
+        kind = i % 4
+        if kind == 0:
+            port = 8100 + i
+            name = f"web{i}"
+            spec: dict[str, Any] = {
+                "command": ["/bin/httpd", "-f", "-p", str(port), "-h", "/srv/www"],
+                "network_mode": "bridge" if i % 8 == 0 else "none",  # nothing published either way
+                "healthcheck": health(["CMD-SHELL", f"wget -q -O - http://127.0.0.1:{port}/health | grep -qx ok"]),
+            }
+        elif kind == 1:
+            name = f"cron{i}"
+            spec = {"command": ["/bin/crond", "-f", "-l", "8", "-c", "/etc/crontabs"], "volumes": ["logs:/var/log"],
+                    "network_mode": "none", "healthcheck": health(["CMD", "/bin/pidof", "crond"])}
+        elif kind == 2:
+            name = f"worker{i}"
+            spec = {"command": ["/bin/sh", "-c", 'trap "exit 0" TERM; while :; do sleep 1 & wait; done'],
+                    "network_mode": "none"}
+        else:
+            name = f"log{i}"
+            spec = {"command": ["/bin/syslogd", "-n", "-O", f"/var/log/{name}.log", "-S"],
+                    "volumes": ["logs:/var/log"], "network_mode": "none"}
+        services[name] = {**spec, "depends_on": depends, "restart": "always"}
+        names.append(name)
+    source = (REPO / "system-images/versions/v1.5/release.yaml").read_text()
+    tail = source[source.index("\nboot:"):]  # boot files and min_upgrade_from as shipped
+    lines = [f"# osctl-bench: {count} busybox services for bench/supervisor.py", f"version: {version}", "services:"]
+    lines += [f"  {name}: {json.dumps(spec)}" for name, spec in services.items()]
+    return "\n".join(lines) + tail, names
+
+
+# -- engine events and processes -------------------------------------------------------------
+class Events:
+    """The engine's container events of one host, stamped on arrival (time.time_ns())."""
+
+    def __init__(self, client: docker.DockerClient, host_id: str) -> None:
+        self.seen: list[tuple[int, dict[str, Any]]] = []
+        self._cond = threading.Condition()
+        self._stream = client.api.events(decode=True, filters={"type": "container",
+                                                               "label": [f"{HOST_LABEL}={host_id}"]})
+        self._thread = threading.Thread(target=self._pump, daemon=True, name=f"events-{host_id}")
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            for event in self._stream:
+                with self._cond:
+                    self.seen.append((time.time_ns(), event))
+                    self._cond.notify_all()
+        except Exception:  # noqa: BLE001 - closed under us
+            pass
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.seen)
+
+    def wait(self, since: int, service: str, action: str, timeout: float = 15.0) -> tuple[int, dict[str, Any]]:
+        """The first ``action`` event of ``service`` from index ``since`` on: (arrival ns, event)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for arrived, event in self.seen[since:]:
+                    attrs = (event.get("Actor") or {}).get("Attributes") or {}
+                    if event.get("Action") == action and attrs.get(SERVICE_LABEL) == service:
+                        return arrived, event
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SystemExit(f"no {action!r} event for {service} within {timeout:.0f}s")
+                self._cond.wait(left)
+
+    def actions(self, since: int, until: int) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _arrived, event in self.seen[since:until]:
+            action = str(event.get("Action", "?")).split(":", 1)[0]
+            counts[action] = counts.get(action, 0) + 1
+        return counts
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class Supervise:
+    """``osctl supervise`` as a child process; its stderr lines are stamped on arrival."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.lines: list[tuple[int, str]] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen([*OSCTL, "supervise", *args], env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait_line(lambda line: line.startswith("supervising host"), 20.0)
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append((time.time_ns(), line.rstrip("\n")))
+                self._cond.notify_all()
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    def wait_line(self, match: Callable[[str], bool], timeout: float, since: int = 0) -> int | None:
+        """Arrival (ns) of the first matching line from index ``since`` on, None after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for arrived, line in self.lines[since:]:
+                    if match(line):
+                        return arrived
+                if self.proc.poll() is not None:
+                    raise SystemExit("osctl supervise ended early:\n" + self.output())
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.5))
+
+    def output(self) -> str:
+        return "\n".join(line for _t, line in self.lines)
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def dockerd_pid() -> int:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "dockerd":
+                    return int(entry.name)
+            except OSError:
+                continue
+    raise SystemExit("no dockerd process found in /proc")
+
+
+# -- one host ---------------------------------------------------------------------------------
+class BenchHost:
+    def __init__(self, count: int, repo: str) -> None:
+        self.count = count
+        self.version = f"v9.{count}.0"
+        self.host_id = f"bench-sup-{count}"
+        self.root = REPO / ".run" / f"bench-supervisor-{count}"
+        self.env = {**os.environ, "OSCTL_ROOT": str(self.root), "OSCTL_HOST_ID": self.host_id, "OSCTL_IMAGE": repo}
+        self.text = ""
+        self.daemons: list[str] = []
+        self.image_id: str | None = None
+        self.ref = f"{repo}:{self.version}"
+        self.supervisors: list[Supervise] = []
+
+    def osctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*OSCTL, *args], env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise SystemExit(f"osctl {' '.join(args)} ({self.host_id}) failed ({proc.returncode}): "
+                             f"{(proc.stderr or proc.stdout).strip()[-600:]}")
+        return proc
+
+    def build(self, client: docker.DockerClient, health_interval: float) -> None:
+        self.text, self.daemons = manifest_text(self.version, self.count, health_interval)
+        registry_tools.os_version_variant(client, SOURCE, self.ref.rsplit(":", 1)[0], self.version, self.text)
+        self.image_id = client.images.get(self.ref).id
+
+    def up(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+        self.osctl("pull", self.version, "--quiet")
+        self.osctl("service", "up", "--version", self.version, "--json")
+
+    def supervise(self, *args: str) -> Supervise:
+        self.supervisors.append(Supervise(self.env, *args))
+        return self.supervisors[-1]
+
+    def container_ids(self, client: docker.DockerClient) -> dict[str, str]:
+        found = client.api.containers(all=True, filters={"label": [f"{HOST_LABEL}={self.host_id}"]})
+        return {c["Labels"].get(SERVICE_LABEL, "?"): c["Id"] for c in found}
+
+    def clean(self, client: docker.DockerClient) -> list[str]:
+        """Remove all of this host; returns what could not be done (nothing, normally)."""
+        problems = []
+        for sup in self.supervisors:
+            sup.terminate()
+        if self.root.exists():
+            for args in (("service", "down"), ("prune", "--keep", "0")):
+                proc = self.osctl(*args, check=False)
+                if proc.returncode not in (0, 2):
+                    problems.append(f"osctl {' '.join(args)}: {proc.stderr.strip()[-200:]}")
+        label = {"label": [f"{HOST_LABEL}={self.host_id}"]}
+        for container in client.api.containers(all=True, filters=label):
+            problems.append(f"container {container['Names'][0]} left by osctl; removing it")
+            client.api.remove_container(container["Id"], force=True)
+        for volume in client.api.volumes(filters=label).get("Volumes") or []:
+            client.api.remove_volume(volume["Name"], force=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+        return problems
+
+
+# -- the measurements ---------------------------------------------------------------------------
+def restart_latency(client: docker.DockerClient, host: BenchHost, runs: int) -> list[Figure]:
+    ids = host.container_ids(client)
+    rotation = [name for name in host.daemons if name in ids]
+    events = Events(client, host.host_id)
+    sup = host.supervise("--stable-after", "0.5")
+    try:
+        time.sleep(1.5)  # its first reconcile is done; every service runs
+        total, died, decided, started = [], [], [], []
+        for run in range(runs):
+            name = rotation[run % len(rotation)]
+            before = client.api.inspect_container(ids[name])["State"]["StartedAt"]
+            mark, line_mark = events.mark(), sup.mark()
+            client.api.kill(ids[name])
+            t_kill = time.time_ns()
+            _arrived, die = events.wait(mark, name, "die")
+            _arrived, start = events.wait(mark, name, "start")
+            t_die, t_start = int(die["timeNano"]), int(start["timeNano"])
+            t_line = sup.wait_line(lambda line, n=name: line.startswith(f"{n}: ") and "restarting in" in line,
+                                   5.0, line_mark)
+            state = client.api.inspect_container(ids[name])["State"]
+            if not state["Running"] or state["StartedAt"] == before:
+                raise SystemExit(f"{name}: start event, but inspect says Running={state['Running']} "
+                                 f"StartedAt={state['StartedAt']} (before {before})")
+            total.append((t_start - t_kill) / 1e9)
+            died.append((t_kill - t_die) / 1e9)
+            if t_line is not None:
+                decided.append((t_line - t_die) / 1e9)
+                started.append((t_start - t_line) / 1e9)
+            time.sleep(max(0.0, 1.0 - (time.time_ns() - t_start) / 1e9))  # ~1 s up: the backoff resets
+        sup.terminate()
+
+        floor, calls = [], []
+        for run in range(runs):
+            name = rotation[run % len(rotation)]
+            mark = events.mark()
+            client.api.kill(ids[name])
+            events.wait(mark, name, "die")
+            mark = events.mark()
+            t0 = time.time_ns()
+            client.api.start(ids[name])
+            calls.append((time.time_ns() - t0) / 1e9)
+            _arrived, start = events.wait(mark, name, "start")
+            floor.append((int(start["timeNano"]) - t0) / 1e9)
+            time.sleep(0.2)
+    finally:
+        events.close()
+    figures = [
+        figure(f"restart after docker kill ({host.count} services)", total, goal=1.0),
+        figure("  (die event -> kill call returned)", died),
+        figure("  die event -> supervisor's restart line", decided) if decided else None,
+        figure("  restart line -> running (start event)", started) if started else None,
+        figure("peer: docker start of the killed container", floor, peer="docker"),
+        figure("peer: docker start call returning", calls, peer="docker"),
+    ]
+    return [f for f in figures if f is not None]
+
+
+def idle_cost(client: docker.DockerClient, host: BenchHost, seconds: float, goals: bool) -> tuple[list[Figure], str]:
+    events = Events(client, host.host_id)
+    sup = host.supervise()
+    try:
+        pid, dpid = sup.proc.pid, dockerd_pid()
+        time.sleep(3.0)  # imports done, first reconcile done, health checks settled
+        length = min(SLICE, seconds)
+        mark = events.mark()
+        t0 = t_slice = time.monotonic()
+        c0 = c_slice = cpu_ticks(pid)
+        d0 = d_slice = cpu_ticks(dpid)
+        cpu, dcpu, rss = [], [], [rss_mb(pid)]
+        while (now := time.monotonic()) < t0 + seconds - 1e-3:
+            time.sleep(min(0.25, t0 + seconds - now))
+            rss.append(rss_mb(pid))
+            now = time.monotonic()
+            if now - t_slice >= length - 1e-3:
+                c, d = cpu_ticks(pid), cpu_ticks(dpid)
+                cpu.append(100.0 * (c - c_slice) / TICKS / (now - t_slice))
+                dcpu.append(100.0 * (d - d_slice) / TICKS / (now - t_slice))
+                t_slice, c_slice, d_slice = now, c, d
+        now = time.monotonic()
+        if now - t_slice >= length / 2:  # the last, shorter slice, when it is long enough to tell
+            cpu.append(100.0 * (cpu_ticks(pid) - c_slice) / TICKS / (now - t_slice))
+            dcpu.append(100.0 * (cpu_ticks(dpid) - d_slice) / TICKS / (now - t_slice))
+        elapsed = now - t0
+        mean = 100.0 * (cpu_ticks(pid) - c0) / TICKS / elapsed
+        dmean = 100.0 * (cpu_ticks(dpid) - d0) / TICKS / elapsed
+        seen = events.actions(mark, events.mark())
+        if sup.proc.poll() is not None:
+            raise SystemExit("osctl supervise ended during the idle window:\n" + sup.output())
+    finally:
+        sup.terminate()
+        events.close()
+    n = host.count
+    figures = [
+        figure(f"osctl supervise CPU, {n} services", cpu, unit="%", goal=1.0 if goals else None),
+        figure(f"osctl supervise RSS peak, {n} services", [max(rss)], unit="MB", goal=60.0 if goals else None),
+        figure(f"osctl supervise RSS end, {n} services", [rss[-1]], unit="MB"),
+        figure(f"peer: dockerd CPU, same window ({n} services)", dcpu, unit="%", peer="dockerd"),
+    ]
+    kinds = ", ".join(f"{action} {count}" for action, count in sorted(seen.items())) or "none"
+    note = (f"  {n} services, {elapsed:.0f} s: supervise {mean:.2f} % of a core on average, dockerd {dmean:.2f} %; "
+            f"engine events for the host: {sum(seen.values())} ({kinds})")
+    return figures, note
+
+
+def _interrupted(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20, help="kills (and plain engine starts) to time")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle window")
+    parser.add_argument("--services", type=int, nargs="+", default=[10, 30],
+                        help="service counts of the hosts; the first is also the one whose services are killed")
+    parser.add_argument("--health-interval", type=float, default=5.0,
+                        help="the engine's health-check interval of the services that have one (seconds)")
+    parser.add_argument("--json", dest="json_path")
+    args = parser.parse_args()
+    if any(n < 3 for n in args.services) or args.runs < 1 or args.idle <= 0:
+        parser.error("--services needs counts of at least 3, --runs at least 1, --idle above 0")
+
+    # Ctrl-C and SIGTERM end the bench through the clean-up below, also when it was started in
+    # the background (where a shell leaves SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
+    client = docker.from_env()
+    repo = f"{REGISTRY}/{BENCH_REPO}"
+    hosts = [BenchHost(n, repo) for n in args.services]
+    figures: list[Figure] = []
+    notes: list[str] = []
+    started = time.monotonic()
+    try:
+        client.images.pull(SOURCE)
+        print(f"building {', '.join(h.version for h in hosts)} ({', '.join(str(h.count) for h in hosts)} services) "
+              f"in {repo} ...", flush=True)
+        for host in hosts:
+            host.build(client, args.health_interval)
+        for index, host in enumerate(hosts):
+            print(f"{host.host_id}: pull, service up, idle {args.idle:g} s ...", flush=True)
+            host.up()
+            idle_figures, note = idle_cost(client, host, args.idle, goals=host.count == 10)
+            notes.append(note)
+            if index == 0:
+                print(f"{host.host_id}: {args.runs} kills, then {args.runs} plain engine starts ...", flush=True)
+                figures = restart_latency(client, host, args.runs) + figures
+            figures += idle_figures
+            host.osctl("service", "down")  # the next host is measured alone
+        report("osctl supervise: restart latency after docker kill, idle cost", figures, args.json_path)
+        for note in notes:
+            print(note)
+        for f in figures:
+            if f.wide:
+                print(f"warning: {f.name.strip()}: spread {f.low:.4g}..{f.high:.4g} {f.unit} is wider than half "
+                      f"the median ({f.median:.4g}); the machine was busy, repeat before trusting it")
+    finally:
+        problems = []
+        for host in hosts:
+            try:
+                problems += host.clean(client)
+            except Exception as exc:  # noqa: BLE001 - clean what else we can
+                problems.append(f"{host.host_id}: {exc}")
+        try:
+            registry_tools.delete_repository(REGISTRY, BENCH_REPO)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"deleting {BENCH_REPO} from the registry: {exc}")
+        for host in hosts:
+            for ref in (host.ref, host.image_id):
+                if ref is None:
+                    continue
+                try:
+                    client.images.remove(ref, force=ref == host.image_id)
+                except docker.errors.ImageNotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    problems.append(f"removing image {ref}: {exc}")
+        client.close()
+        for problem in problems:
+            print(f"clean-up: {problem}")
+        print(f"(done in {time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted (everything the bench made is removed again)")
+        raise SystemExit(130) from None

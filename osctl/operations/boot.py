@@ -1,0 +1,112 @@
+"""``osctl boot``: what runs at start-up, before anything else of osctl.
+
+1. Finish whatever a crash interrupted (``transaction.recover``).
+2. Pick the version: a pending trial while it has tries left (a try is spent before the
+   attempt, so a boot that dies half-way counts), else the default.
+3. Bring its service set up, alone: containers of any other version go.
+4. A trial that becomes healthy is the new default (the old default becomes the previous);
+   one that does not, or whose tries are spent, falls back to the default by itself, and the
+   reason is recorded in the history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from osctl.adapters.engine import Engine
+from osctl.adapters.locking import host_lock
+from osctl.domain import bootloader, bootpointer, servicestate
+from osctl.domain.journal import Journal, crash_point
+from osctl.domain.settings import Settings
+from osctl.domain.store import Store
+from osctl.errors import OsctlError
+from osctl.models.services import ServicesState
+from osctl.models.store import BootPointer
+from osctl.operations import serviceset
+from osctl.operations.services import skipped
+from osctl.operations.transaction import DEFAULT_HEALTH_TIMEOUT, Events, recover
+
+
+@dataclass
+class BootResult:
+    version: str | None
+    trial: str | None = None
+    trial_result: str | None = None  # promoted, fell-back
+    reason: str | None = None
+    recovered: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def boot(settings: Settings, engine: Engine, *, health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
+         events: Events | None = None) -> BootResult:
+    say = events or (lambda *_a: None)
+    with host_lock(settings.root, "boot"):
+        recovered = recover(settings, engine, say)
+        pointer = bootpointer.read(settings.root)
+        state = servicestate.read_services(settings.root)
+        # A boot starts over: operator stops do not outlive it; disabled services stay disabled.
+        state = state.model_copy(update={"stopped": []})
+        result = BootResult(version=pointer.default, recovered=recovered)
+        journal = Journal(settings.root)
+
+        if pointer.trial:
+            trial = pointer.trial
+            result.trial = trial
+            if pointer.trial_tries <= 0 or Store(settings.root).get(trial) is None:
+                why = "its tries are spent" if pointer.trial_tries <= 0 else "it is no longer stored"
+                pointer = _drop_trial(settings, pointer)
+                txn = journal.begin("boot", pointer.default, trial)
+                journal.finish(txn, "rolled-back", f"trial of {trial} abandoned: {why}")
+                result.trial_result, result.reason = "fell-back", why
+            else:
+                pointer = pointer.model_copy(update={"trial_tries": pointer.trial_tries - 1})
+                bootpointer.write(settings.root, pointer)  # the try is spent before it is made
+                txn = journal.begin("boot", pointer.default, trial)
+                crash_point("boot:trial-started")
+                say("trial", f"booting {trial} ({pointer.trial_tries} tries left after this one)")
+                try:
+                    _bring_alone(settings, engine, trial, state, health_timeout, say)
+                except OsctlError as exc:
+                    say("fallback", exc.message)
+                    serviceset.down(engine, settings.host_id, trial, remove=True)
+                    pointer = _drop_trial(settings, pointer)
+                    journal.finish(txn, "rolled-back", f"trial of {trial} failed: {exc.message}")
+                    result.trial_result, result.reason = "fell-back", exc.message
+                else:
+                    promoted = pointer.model_copy(update={"default": trial, "previous": pointer.default,
+                                                          "trial": None, "trial_tries": 0})
+                    bootpointer.write(settings.root, promoted)
+                    servicestate.write_services(settings.root, state.model_copy(update={"version": trial,
+                                                                                        "desired": "up"}))
+                    bootloader.write(settings.root, Store(settings.root).records(), promoted)
+                    journal.finish(txn, "committed", f"trial of {trial} became the default")
+                    result.version, result.trial_result = trial, "promoted"
+                    return result
+
+        if pointer.default is None:
+            servicestate.write_services(settings.root, state)
+            return result
+        _bring_alone(settings, engine, pointer.default, state, health_timeout, say)
+        return result
+
+
+def _bring_alone(settings: Settings, engine: Engine, version: str, state: ServicesState, health_timeout: float,
+                 say: Events) -> None:
+    """Bring ``version``'s set up and make it the only one of this host."""
+    for key in serviceset.observe(engine, settings.host_id):
+        other = key.split("@", 1)[1]
+        if other != version:
+            serviceset.down(engine, settings.host_id, other, remove=True)
+    sset = serviceset.load_service_set(settings.host_id, settings.root, version)
+    servicestate.write_services(settings.root, state.model_copy(update={"version": version, "desired": "up"}))
+    serviceset.up(engine, sset, skip=skipped(state), wait_healthy=True, timeout=health_timeout,
+                  report=lambda name, outcome, detail: say(name, outcome))
+
+
+def _drop_trial(settings: Settings, pointer: BootPointer) -> BootPointer:
+    dropped = pointer.model_copy(update={"trial": None, "trial_tries": 0})
+    bootpointer.write(settings.root, dropped)
+    bootloader.write(settings.root, Store(settings.root).records(), dropped)
+    return dropped

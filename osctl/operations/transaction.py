@@ -1,0 +1,308 @@
+"""Upgrade, downgrade and rollback: replace the whole service set and the boot pointer, or nothing.
+
+resolve -> pull -> verify -> stage -> prepare -> swap -> health -> commit -> cleanup, each step
+journaled before it starts. Everything that can be done before the first old service stops is
+done before it (pull, verify, stage, creating the new containers), so the downtime is the
+swap itself: the old set stops (dependents first, in parallel within a level) and the new one
+starts in dependency order, gated on osctl's own probes. Before commit any failure rolls back
+by itself: the new containers go, the old set runs again, the boot pointer is untouched.
+Commit is the boot pointer's atomic rename; after it, a crash rolls forward.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+from osctl.adapters.engine import Engine
+from osctl.adapters.locking import host_lock
+from osctl.adapters.registry import Registry
+from osctl.domain import bootloader, bootpointer, servicegraph, servicestate
+from osctl.domain.journal import Journal, crash_point
+from osctl.domain.settings import Settings
+from osctl.domain.store import Store
+from osctl.errors import OsctlError, ServiceFailed, UsageError
+from osctl.models.engine import ContainerSpec
+from osctl.models.journal import Kind, Transaction
+from osctl.models.store import BootPointer
+from osctl.models.version import OsVersion, try_parse
+from osctl.operations import serviceset
+from osctl.operations.pull import pull_version
+from osctl.operations.services import skipped
+
+Events = Callable[[str, str], None]  # (step or service, detail)
+DEFAULT_HEALTH_TIMEOUT = 120.0
+DEFAULT_TRIES = 3
+
+
+@dataclass
+class Plan:
+    kind: Kind
+    from_version: str | None
+    to_version: str
+    stage: bool = False
+    stored: bool = False
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    result: str  # committed, staged, rolled-back, nothing-to-do
+    reason: str | None = None
+    seconds: float = 0.0
+    downtime: float | None = None  # first old service stopped -> every new service healthy
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.plan.as_dict(), "result": self.result, "reason": self.reason,
+                "seconds": round(self.seconds, 3), "downtime": None if self.downtime is None else round(self.downtime, 3)}
+
+
+class TransactionFailed(ServiceFailed):
+    """The new version did not come up; the host runs the old one again."""
+
+    def __init__(self, failure: ServiceFailed, plan: Plan) -> None:
+        super().__init__(failure.service, failure.detail, failure.logs)
+        back = f"{plan.from_version} runs again" if plan.from_version else "nothing was installed"
+        self.message = f"{plan.to_version} rolled back: {self.message}; {back}"
+        self.args = (self.message,)
+
+
+def current_version(settings: Settings) -> str | None:
+    """What this host runs as its committed version: the boot pointer's default."""
+    return bootpointer.read(settings.root).default
+
+
+def decide(settings: Settings, kind: Kind, target: str | None, *, registry: Registry | None = None) -> Plan:
+    """Which transaction the command asks for; refuses the wrong direction with the right command."""
+    current = current_version(settings)
+    pointer = bootpointer.read(settings.root)
+    if kind == "rollback":
+        if not pointer.previous:
+            raise UsageError("there is no previous version to roll back to",
+                             hint="osctl downgrade --to V switches to any stored version")
+        target = pointer.previous
+    elif target is None:
+        if kind == "downgrade":
+            raise UsageError("downgrade needs --to V")
+        target = newest_release(settings, registry)
+    tag = OsVersion.parse(target).tag
+    if current is None:
+        if kind == "downgrade":
+            raise UsageError("nothing is installed yet, so there is nothing to downgrade",
+                             hint=f"osctl upgrade --to {tag} installs it")
+        kind = "install"
+    elif kind in ("upgrade", "downgrade") and tag != current:
+        newer = OsVersion.parse(tag) > OsVersion.parse(current)
+        if kind == "upgrade" and not newer:
+            raise UsageError(f"{tag} is older than the running {current}", hint=f"osctl downgrade --to {tag}")
+        if kind == "downgrade" and newer:
+            raise UsageError(f"{tag} is newer than the running {current}", hint=f"osctl upgrade --to {tag}")
+    plan = Plan(kind=kind, from_version=current, to_version=tag, stored=Store(settings.root).get(tag) is not None)
+    if plan.stored:
+        _compare(settings, plan)
+    return plan
+
+
+def newest_release(settings: Settings, registry: Registry | None) -> str:
+    registry = registry or Registry(settings.require_image())
+    versions = sorted(v for v in map(try_parse, registry.tags()) if v is not None and not v.is_prerelease)
+    if not versions:
+        raise UsageError(f"{registry.repository} holds no released version", hint="name one with --to V")
+    return str(versions[-1])
+
+
+def _compare(settings: Settings, plan: Plan) -> None:
+    """Which services the swap adds, removes, changes or leaves as they are.
+
+    Names and labels always differ between versions; a service is "changed" when anything
+    else does (its image included: a new OS image is a new service).
+    """
+    new = serviceset.load_service_set(settings.host_id, settings.root, plan.to_version).specs
+    old: dict[str, ContainerSpec] = {}
+    if plan.from_version and Store(settings.root).get(plan.from_version):
+        old = serviceset.load_service_set(settings.host_id, settings.root, plan.from_version).specs
+    same = {n for n in set(new) & set(old)
+            if replace(new[n], name="", labels={}) == replace(old[n], name="", labels={})}
+    plan.added = sorted(set(new) - set(old))
+    plan.removed = sorted(set(old) - set(new))
+    plan.changed = sorted(set(new) & set(old) - same)
+    plan.unchanged = sorted(same)
+
+
+def run(settings: Settings, engine: Engine, plan: Plan, *, health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
+        force: bool = False, tries: int = DEFAULT_TRIES, events: Events | None = None) -> Outcome:
+    """Carry the plan out under the host lock; on failure before commit, roll back and raise."""
+    say = events or (lambda *_a: None)
+    started = time.monotonic()
+    with host_lock(settings.root, f"{plan.kind} {plan.to_version}"):
+        recovered = recover(settings, engine, say)
+        if recovered:
+            say("recover", recovered)
+        if plan.to_version == current_version(settings) and not plan.stage:
+            return Outcome(plan, "nothing-to-do", f"{plan.to_version} is already running", time.monotonic() - started)
+        journal = Journal(settings.root)
+        txn = journal.begin("stage" if plan.stage else plan.kind, plan.from_version, plan.to_version)
+        try:
+            return _run(settings, engine, plan, journal, txn, health_timeout, force, tries, say, started)
+        except (OsctlError, KeyboardInterrupt) as exc:
+            txn = journal.current() or txn
+            reason = exc.message if isinstance(exc, OsctlError) else "interrupted"
+            if txn.step in ("commit", "cleanup") and bootpointer.read(settings.root).default == plan.to_version:
+                raise  # committed: the next command rolls forward (recover)
+            say("rollback", reason)
+            _roll_back(settings, engine, txn, say)
+            journal.finish(txn, "rolled-back", reason)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            if isinstance(exc, ServiceFailed):
+                raise TransactionFailed(exc, plan) from exc
+            raise
+
+
+def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: Transaction,
+         health_timeout: float, force: bool, tries: int, say: Events, started: float) -> Outcome:
+    txn = journal.step(txn, "resolve")
+    txn = journal.step(txn, "pull")
+    say("pull", plan.to_version)
+    record = pull_version(settings, engine, plan.to_version, locked=True).record
+    txn = journal.step(txn, "verify")
+    new = serviceset.load_service_set(settings.host_id, settings.root, plan.to_version)
+    minimum = new.manifest.min_upgrade_from
+    if (minimum and plan.from_version and plan.kind == "upgrade" and not force
+            and OsVersion.parse(plan.from_version) < OsVersion.parse(minimum)):
+        raise UsageError(f"{plan.to_version} can only be installed over {minimum} or newer, "
+                         f"and this host runs {plan.from_version}", hint="upgrade in steps, or pass --force")
+    if not plan.stored:
+        plan.stored = True
+        _compare(settings, plan)
+    txn = journal.step(txn, "stage")
+    store = Store(settings.root)
+    pointer = bootpointer.read(settings.root)
+    if plan.stage:
+        staged = pointer.model_copy(update={"trial": plan.to_version, "trial_tries": tries})
+        txn = journal.step(txn, "commit")
+        bootpointer.write(settings.root, staged)
+        bootloader.write(settings.root, store.records(), staged)
+        journal.finish(txn, "committed", f"staged: the next boot tries {plan.to_version} ({tries} tries)")
+        return Outcome(plan, "staged", None, time.monotonic() - started)
+    bootloader.write(settings.root, store.records(), pointer)
+    assert record.version == plan.to_version
+
+    state = servicestate.read_services(settings.root)
+    skip = {n: why for n, why in skipped(state).items() if "disabled" in why}
+    txn = journal.step(txn, "prepare")
+    prepare(engine, new, skip)
+    old_manifest = _manifest(settings, plan.from_version)
+
+    txn = journal.step(txn, "swap")
+    swap_started = time.monotonic()
+    say("swap", f"stopping {plan.from_version or 'nothing'}, starting {plan.to_version}")
+    if plan.from_version:
+        serviceset.down(engine, settings.host_id, plan.from_version, manifest=old_manifest, remove=False)
+    crash_point("swap:old-stopped")
+    serviceset.up(engine, new, skip=skip, wait_healthy=True, timeout=health_timeout,
+                  report=lambda name, result, detail: say(name, result))
+    txn = journal.step(txn, "health")
+    _health_gate(engine, new, skip, health_timeout)
+    downtime = time.monotonic() - swap_started
+
+    txn = journal.step(txn, "commit")
+    committed = BootPointer(default=plan.to_version, previous=plan.from_version)
+    bootpointer.write(settings.root, committed)
+    crash_point("commit:pointer-written")
+    servicestate.write_services(settings.root, state.model_copy(update={"version": plan.to_version, "desired": "up",
+                                                                        "stopped": []}))
+    bootloader.write(settings.root, store.records(), committed)
+    txn = journal.step(txn, "cleanup")
+    if plan.from_version:
+        serviceset.down(engine, settings.host_id, plan.from_version, remove=True)
+    journal.finish(txn, "committed")
+    return Outcome(plan, "committed", None, time.monotonic() - started, downtime)
+
+
+def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: dict[str, str]) -> None:
+    """Create the new set's containers (not started), so the swap itself only starts them."""
+    observed = serviceset.observe(engine, sset.host_id, sset.version)
+    for name, spec in sset.specs.items():
+        current = observed.get(name)
+        if current is not None:  # from an earlier, failed attempt: start clean
+            engine.stop(current.id, serviceset.STOP_TIMEOUT)
+            engine.remove_container(current.id)
+        if name not in skip:
+            engine.create(spec)
+
+
+def _health_gate(engine: Engine, sset: serviceset.ServiceSet, skip: dict[str, str], timeout: float) -> None:
+    """Every service that should run is running (one-shots completed), right now."""
+    observed = serviceset.observe(engine, sset.host_id, sset.version)
+    for name in servicegraph.start_order(sset.manifest.services):
+        if name in skip:
+            continue
+        state = observed.get(name)
+        oneshot = sset.manifest.services[name].oneshot
+        if state is None:
+            raise ServiceFailed(name, "its container is gone", [])
+        if oneshot and not (state.status == "exited" and state.exit_code == 0):
+            raise ServiceFailed(name, f"did not complete (exit code {state.exit_code})", engine.last_lines(state.id))
+        if not oneshot and not state.running:
+            raise ServiceFailed(name, f"is not running (exit code {state.exit_code})", engine.last_lines(state.id))
+
+
+def _manifest(settings: Settings, version: str | None) -> serviceset.ReleaseManifest | None:
+    if not version or Store(settings.root).get(version) is None:
+        return None
+    return serviceset.load_service_set(settings.host_id, settings.root, version).manifest
+
+
+def _roll_back(settings: Settings, engine: Engine, txn: Transaction, say: Events) -> None:
+    """Undo an uncommitted transaction: its new containers go, the old set runs again."""
+    serviceset.down(engine, settings.host_id, txn.to_version, remove=True)
+    if txn.from_version and txn.kind != "stage":
+        old = serviceset.load_service_set(settings.host_id, settings.root, txn.from_version)
+        state = servicestate.read_services(settings.root)
+        serviceset.up(engine, old, skip=skipped(state), wait_healthy=False, report=lambda n, r, d: say(n, r))
+
+
+def recover(settings: Settings, engine: Engine, say: Events | None = None) -> str | None:
+    """Finish what a crash interrupted, so exactly one version's set runs; None if nothing was.
+
+    The boot pointer decides: if it already names the new version, the transaction had
+    committed and is rolled forward; otherwise it is rolled back. Must be called under the
+    host lock.
+    """
+    say = say or (lambda *_a: None)
+    journal = Journal(settings.root)
+    txn = journal.current()
+    if txn is None:
+        return None
+    pointer = bootpointer.read(settings.root)
+    if txn.kind == "stage":
+        done = pointer.trial == txn.to_version
+        journal.finish(txn, "committed" if done else "rolled-back",
+                       None if done else f"interrupted at {txn.step}", recovered=True)
+        return f"finished the interrupted staging of {txn.to_version}" if done else \
+            f"dropped the interrupted staging of {txn.to_version}"
+    if pointer.default == txn.to_version:
+        if txn.from_version:
+            serviceset.down(engine, settings.host_id, txn.from_version, remove=True)
+        new = serviceset.load_service_set(settings.host_id, settings.root, txn.to_version)
+        state = servicestate.read_services(settings.root)
+        servicestate.write_services(settings.root, state.model_copy(update={"version": txn.to_version, "desired": "up"}))
+        serviceset.up(engine, new, skip=skipped(state), wait_healthy=False, report=lambda n, r, d: say(n, r))
+        bootloader.write(settings.root, Store(settings.root).records(), pointer)
+        journal.finish(txn, "committed", f"completed after an interruption at {txn.step}", recovered=True)
+        return f"completed the interrupted {txn.kind} to {txn.to_version} (it had committed)"
+    _roll_back(settings, engine, txn, say)
+    state = servicestate.read_services(settings.root)
+    servicestate.write_services(settings.root, state.model_copy(
+        update={"version": txn.from_version, "desired": "up" if txn.from_version else "down"}))
+    journal.finish(txn, "rolled-back", f"interrupted at {txn.step}", recovered=True)
+    return f"rolled back the interrupted {txn.kind} to {txn.to_version} (cut short at {txn.step})"
