@@ -46,16 +46,44 @@ def host_lock(root: Path, purpose: str) -> Iterator[None]:
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            if not holder.endswith(f": {SUPERVISOR}") or time.monotonic() >= deadline:
-                raise HostLocked(f"another osctl is changing this host ({holder})",
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            # The supervisor's holds are short; an empty note is a holder that is just arriving.
+            transient = not holder or holder.endswith(f": {SUPERVISOR}")
+            if not transient or time.monotonic() >= deadline:
+                raise HostLocked(f"another osctl is changing this host ({holder or 'unknown pid'})",
                                  hint="wait for it to finish; the lock goes away when that process ends")
             time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}: {purpose}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
+        _record(fd, f"pid {os.getpid()}: {purpose}")
+        yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def supervisor_lock(root: Path) -> Iterator[None]:
+    """One ``osctl supervise`` per host, held for its whole life (released when it dies)."""
+    path = root / STATE_DIR / "supervise.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StateError(f"cannot create the lock {path}: {exc.strerror or exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "unknown pid"
+            raise HostLocked(f"another osctl supervise ({holder}) already supervises this host") from None
+        _record(fd, f"pid {os.getpid()}")
+        yield
+    finally:
+        os.close(fd)
+
+
+def _record(fd: int, text: str) -> None:
+    """Say who holds a lock: written whole, then trimmed, so a reader never sees it empty."""
+    data = f"{text}\n".encode()
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))

@@ -25,16 +25,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tenacity import RetryCallState, wait_exponential, wait_random
 
 from osctl.adapters.engine import Engine, EventStream
-from osctl.adapters.locking import SUPERVISOR, host_lock
+from osctl.adapters.locking import SUPERVISOR, host_lock, supervisor_lock
 from osctl.constants import LABEL_ROLE, LABEL_SERVICE, LABEL_VERSION, ROLE_SERVICE
 from osctl.domain import servicestate
 from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
+from osctl.domain.store import Store
 from osctl.errors import EngineUnavailable, HostLocked, OsctlError
 from osctl.models.services import ServiceRecord, ServicesState, SupervisorStatus
 from osctl.operations import serviceset
@@ -43,6 +45,8 @@ from osctl.operations.services import skipped
 log = logging.getLogger(__name__)
 
 _STOP = object()
+HANDLED = ("die", "destroy", "start", "health_status")
+LOCK_RETRY = 0.25  # seconds before trying again when a command holds the host lock
 
 
 class Policy:
@@ -84,6 +88,7 @@ class Supervisor:
         self._started: dict[str, float] = {}  # service -> when we last saw it start
         self._expected: dict[str, bool] = {}  # container ids we stopped ourselves
         self._unhealthy: set[str] = set()  # restarts due because the health check kept failing
+        self._cache: dict[str, tuple[tuple[int, ...], serviceset.ServiceSet]] = {}
         self.status = servicestate.read_supervisor(settings.root)
         self.status.pid = os.getpid()
 
@@ -97,6 +102,11 @@ class Supervisor:
             stream.close()
 
     def run(self) -> None:
+        """Supervise until ``stop()``; refuses to run beside another supervisor of this host."""
+        with supervisor_lock(self.settings.root):
+            self._run()
+
+    def _run(self) -> None:
         attempt = 0
         while not self._stopping.is_set():
             engine = self._engine_factory()
@@ -118,7 +128,7 @@ class Supervisor:
         self._stream = engine.events(host_labels(self.settings.host_id))
         threading.Thread(target=self._pump, args=(self._stream,), daemon=True, name="events").start()
         self._set_connected(True)
-        self.reconcile(engine)
+        self.reconcile(engine, fresh=True)
         next_reconcile = time.monotonic() + self.policy.reconcile_every
         while not self._stopping.is_set():
             wake = min([next_reconcile, *self._due.values()])
@@ -163,10 +173,20 @@ class Supervisor:
         if state.desired != "up" or not state.version:
             return state, None
         try:
-            return state, serviceset.load_service_set(self.settings.host_id, self.settings.root, state.version)
+            return state, self._service_set(state.version)
         except OsctlError as exc:
             self._say(f"cannot load {state.version}: {exc.message}")
             return state, None
+
+    def _service_set(self, version: str) -> serviceset.ServiceSet:
+        """The version's service set, parsed again only when its stored files change."""
+        store = Store(self.settings.root)
+        stamp = tuple(_mtime(p) for p in (store.record_path(version), store.version_dir(version) / "release.yaml"))
+        cached = self._cache.get(version)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, serviceset.load_service_set(self.settings.host_id, self.settings.root, version))
+            self._cache = {version: cached}
+        return cached[1]
 
     def _leave_alone(self, state: ServicesState) -> dict[str, str]:
         reasons = skipped(state)
@@ -177,29 +197,40 @@ class Supervisor:
             reasons.setdefault(name, "waiting to be restarted")
         return reasons
 
-    def reconcile(self, engine: Engine) -> None:
-        """Start what should run and does not (in dependency order), recreate what is gone."""
+    def reconcile(self, engine: Engine, *, fresh: bool = False) -> None:
+        """Start what should run and does not (in dependency order), recreate what is gone.
+
+        ``fresh``: the first look after (re)connecting. Containers found exited then stopped
+        with the engine, not by themselves, so they are started without counting a failure.
+        """
         with self._turn() as mine:
             if mine:
-                self._reconcile(engine)
+                self._reconcile(engine, fresh=fresh)
 
-    def _reconcile(self, engine: Engine) -> None:
+    def _reconcile(self, engine: Engine, *, fresh: bool = False) -> None:
         state, sset = self._wanted()
         if sset is None:
             return
         self.status.version = sset.version
         for name in [n for n in self.status.services if n not in sset.manifest.services]:
             del self.status.services[name]
-        for name in state.stopped:  # an operator's start clears a failure
-            self._due.pop(name, None)
-        self._clear_failures_started_by_hand(engine, sset)
         observed = serviceset.observe(engine, self.settings.host_id, sset.version)
-        missing = [n for n in sset.specs if n not in observed or not observed[n].running]
-        wanted = [n for n in missing if n not in self._leave_alone(state)
-                  and not _finished(sset, n, observed.get(n))]
+        for name, record in self.status.services.items():
+            if record.failed and name in observed and observed[name].running:
+                record.failed, record.consecutive_failures = False, 0  # the operator started it again
+        if not fresh:
+            # An exited container nobody has dealt with died on its own: a failure with backoff,
+            # as if its die event (which may still be on its way) had arrived.
+            for name, container in observed.items():
+                if (name in sset.specs and container.status == "exited" and name not in self._leave_alone(state)
+                        and not _finished(sset, name, container)):
+                    self._on_exit(sset, name, container.exit_code)
+        leave = self._leave_alone(state)
+        wanted = [n for n in sset.specs if (n not in observed or not observed[n].running)
+                  and n not in leave and not _finished(sset, n, observed.get(n))]
         if wanted:
             try:
-                serviceset.up(engine, sset, skip=self._leave_alone(state), wait_healthy=False, timeout=30.0)
+                serviceset.up(engine, sset, skip=leave, wait_healthy=False, timeout=30.0)
             except serviceset.ServicesFailed as exc:
                 for outcome in exc.outcomes:
                     if outcome.result == "failed":
@@ -208,17 +239,11 @@ class Supervisor:
                 self._started[name] = time.monotonic()
         self._save()
 
-    def _clear_failures_started_by_hand(self, engine: Engine, sset: serviceset.ServiceSet) -> None:
-        observed = serviceset.observe(engine, self.settings.host_id, sset.version)
-        for name, record in self.status.services.items():
-            state = observed.get(name)
-            if record.failed and state is not None and state.running and name not in self._started:
-                record.failed, record.consecutive_failures = False, 0
-
     # -- events ----------------------------------------------------------------------------
     def _on_event(self, engine: Engine, event: dict[str, Any]) -> None:
         labels = event["labels"]
-        if labels.get(LABEL_ROLE) != ROLE_SERVICE:
+        # Health probes alone make three exec_* events each: drop what needs no action first.
+        if labels.get(LABEL_ROLE) != ROLE_SERVICE or not event["action"].startswith(HANDLED):
             return
         if event["action"] == "die" and self._expected.pop(event["id"], False):
             return  # our own stop, for a restart
@@ -235,7 +260,7 @@ class Supervisor:
         if action == "start":
             self._started[name] = time.monotonic()
         elif action == "die":
-            self._on_death(engine, state, sset, name, event["id"])
+            self._on_death(engine, state, sset, name, event)
         elif action == "destroy" and name not in skipped(state):
             self._say(f"{name}: container removed; recreating it")
             self._due.pop(name, None)  # its death was the removal: recreating is the restart
@@ -247,20 +272,29 @@ class Supervisor:
             self._schedule(name)
 
     def _on_death(self, engine: Engine, state: ServicesState, sset: serviceset.ServiceSet, name: str,
-                  container_id: str) -> None:
+                  event: dict[str, Any]) -> None:
         if name in skipped(state):
             return
-        info = engine.inspect(container_id)
-        if info is None:
-            return  # removed: the destroy event follows
+        code = event["labels"].get("exitCode")
+        if code is None:  # older engines: ask, while the container is still stopped
+            info = engine.inspect(event["id"])
+            if info is None:
+                return  # removed: the destroy event follows
+            code = info.exit_code
+        self._on_exit(sset, name, int(code))
+
+    def _on_exit(self, sset: serviceset.ServiceSet, name: str, code: int) -> None:
+        """Apply the service's restart policy to an exit (once per death)."""
+        if name in self._due or self.status.services.get(name, ServiceRecord()).failed:
+            return
         service = sset.manifest.services[name]
         policy = service.restart_policy
-        if info.exit_code == 0 and (service.oneshot or policy == "on-failure"):
+        if code == 0 and (service.oneshot or policy == "on-failure"):
             return  # finished as it should
         if policy == "no":
-            self._failure(name, f"exited with code {info.exit_code} (restart: no)", restart=False)
+            self._failure(name, f"exited with code {code} (restart: no)", restart=False)
             return
-        self._failure(name, f"exited with code {info.exit_code}")
+        self._failure(name, f"exited with code {code}")
         self._schedule(name)
 
     def _failure(self, name: str, why: str, *, restart: bool = True) -> None:
@@ -291,8 +325,10 @@ class Supervisor:
         if not due:
             return
         with self._turn() as mine:
-            if not mine:
-                return  # a command is at work; try again at the next wake-up
+            if not mine:  # a command is at work: try again shortly, without spinning meanwhile
+                for name in due:
+                    self._due[name] = now + LOCK_RETRY
+                return
             for name in due:
                 del self._due[name]
                 self._restart(engine, name)
@@ -333,6 +369,13 @@ class Supervisor:
             servicestate.write_supervisor(self.settings.root, self.status)
         except OsctlError as exc:
             self._say(f"cannot record the supervisor's state: {exc.message}")
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 def _finished(sset: serviceset.ServiceSet, name: str, state: Any) -> bool:

@@ -103,7 +103,7 @@ def test_crash_looping_service_ends_failed_and_the_rest_stay_up(
              30, sup.output())
     status = json.loads((host.root / "var/lib/osctl/supervisor.json").read_text())["services"]["flaky"]
     assert status["failed"] is True and "exited with code 139" in status["last_failure"]
-    assert status["restarts"] >= 2
+    assert status["restarts"] >= 2, sup.output()
     for name in ("syslog", "ntp", "status", "cron", "metrics"):
         assert running(docker_client, host, name), name
     time.sleep(1.5)
@@ -156,3 +156,13 @@ boot:
     wait_for(lambda: containers(docker_client, host)["worker"].attrs["State"]["StartedAt"] != before
              and running(docker_client, host, "worker"), 20, sup.output())
     assert "health check failing" in sup.output()
+
+
+def test_one_supervisor_per_host(host: Host, supervise: Callable[..., Supervise]) -> None:
+    up(host)
+    first = supervise()
+    time.sleep(1)
+    second = supervise()
+    assert second.proc.wait(timeout=30) == 5
+    assert f"another osctl supervise (pid {first.proc.pid}) already supervises this host" in second.output()
+    assert first.proc.poll() is None
