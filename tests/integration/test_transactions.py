@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import docker
 import pytest
@@ -189,3 +190,18 @@ def test_crash_at_every_point_recovers_to_one_version(host: Host, docker_client:
     assert isinstance(result, dict) and result["recovered"], result
     assert_runs_only(docker_client, host, expected)
     assert (host.root / f"var/lib/osctl/store/{target}.json").exists() or point in ("resolve", "pull")
+
+
+def test_min_upgrade_from_needs_force(host: Host, docker_client: docker.DockerClient,
+                                      publish: Callable[[str, str], str]) -> None:
+    from tests.integration.conftest import shipped_manifest
+
+    host.image = publish("v1.3", shipped_manifest("v1.3"))
+    publish("v1.5", shipped_manifest("v1.5").replace("min_upgrade_from: v1.3", "min_upgrade_from: v1.4"))
+    osctl_ok(host, "upgrade", "--to", "v1.3")
+    proc = host.osctl("upgrade", "--to", "v1.5")
+    assert proc.returncode == 2
+    assert "v1.5 can only be installed over v1.4 or newer, and this host runs v1.3" in proc.stderr
+    assert_runs_only(docker_client, host, "v1.3")
+    osctl_ok(host, "upgrade", "--to", "v1.5", "--force")
+    assert_runs_only(docker_client, host, "v1.5")
