@@ -14,11 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from osctl.adapters import fsutil
 from osctl.constants import CONFIG_FILE, DEFAULT_ROOT, MACHINE_ID_FILE
 from osctl.errors import ConfigError, Issue, UsageError
-from osctl.models.settings import HostSettings, validate_host_id, validate_repository
+from osctl.models.refs import validate_host_id, validate_repository
+
+if TYPE_CHECKING:
+    from osctl.models.settings import HostSettings
 
 ENV_ROOT = "OSCTL_ROOT"
 ENV_HOST_ID = "OSCTL_HOST_ID"
@@ -49,6 +53,8 @@ class Settings:
     @cached_property
     def file(self) -> HostSettings:
         """The settings file's content; an absent file means every key takes its default."""
+        from osctl.models.settings import HostSettings  # builds the manifest models: only when needed
+
         text = fsutil.read_text(self.config_path)
         if text is None or not text.strip():
             return HostSettings()
@@ -62,9 +68,7 @@ class Settings:
         explicit = _first(("--host-id", self.host_id_option), (ENV_HOST_ID, self.env.get(ENV_HOST_ID)))
         if explicit:
             return _checked(validate_host_id, *explicit)
-        if self.file.host_id:
-            return self.file.host_id
-        return self._machine_id()
+        return self._from_file("host_id") or self._machine_id()
 
     @cached_property
     def image(self) -> str | None:
@@ -72,7 +76,14 @@ class Settings:
         explicit = _first(("--image", self.image_option), (ENV_IMAGE, self.env.get(ENV_IMAGE)))
         if explicit:
             return _checked(validate_repository, *explicit)
-        return self.file.image
+        return self._from_file("image")
+
+    def _from_file(self, key: str) -> str | None:
+        """A key of the settings file; with no file, no models are built just to say None."""
+        if not self.config_path.exists():
+            return None
+        value = getattr(self.file, key)
+        return str(value) if value else None
 
     def require_image(self) -> str:
         if not self.image:
@@ -90,7 +101,7 @@ class Settings:
             return "option"
         if self.env.get(env):
             return "environment"
-        if name != "root" and getattr(self.file, name, None):
+        if name != "root" and self._from_file(name):
             return "settings file"
         return {"host_id": "machine-id", "image": "unset", "root": "default"}[name]
 

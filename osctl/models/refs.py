@@ -10,3 +10,26 @@ IMAGE_REF = re.compile(
     r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
 )
+
+
+HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def validate_host_id(value: str) -> str:
+    """Host ids go into container and volume names, so they follow Docker's name rules."""
+    if not HOST_ID.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a host id (letters, digits, '_', '.', '-'; max 63; "
+            "starting with a letter or digit)"
+        )
+    return value
+
+
+def validate_repository(value: str) -> str:
+    """An OS image repository is a reference without a tag or digest."""
+    last = value.rsplit("/", 1)[-1]
+    if "@" in value or ":" in last or not IMAGE_REF.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an image repository (e.g. 127.0.0.1:5000/osctl/os, without a tag)"
+        )
+    return value

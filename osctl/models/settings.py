@@ -1,49 +1,51 @@
-"""The host's settings file, ``<root>/etc/osctl/config.yaml``.
+"""The host's settings: ``<root>/etc/osctl/config.yaml``, and the ``osctl:`` section of user data.
 
-Precedence is command-line option, then environment variable, then this file, then the
-default. ``root`` cannot be a key: the file lives under the root it would choose.
-The cloud-init ``osctl:`` section shares this model, so it grows with that work.
+One model for both, so every setting can come from either (applying user data updates the
+file). Precedence is command-line option, then environment variable, then this file, then
+the default. ``root`` cannot be a key: the file lives under the root it would choose.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from osctl.models.base import StrictModel
-from osctl.models.refs import IMAGE_REF
+from osctl.models.base import Duration, StrictModel
+from osctl.models.manifest import ServiceSpec, _service_name
+from osctl.models.refs import validate_host_id, validate_repository
+from osctl.models.version import validate_version_tag
 
-HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+class UpdatePolicy(StrictModel):
+    """How the host takes new versions (the fleet agent applies it)."""
 
-
-def validate_host_id(value: str) -> str:
-    """Host ids go into container and volume names, so they follow Docker's name rules."""
-    if not HOST_ID.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a host id (letters, digits, '_', '.', '-'; max 63; "
-            "starting with a letter or digit)"
-        )
-    return value
+    policy: Literal["manual", "download-only", "auto"] = "manual"
+    check_interval: Duration = 300.0
 
 
-def validate_repository(value: str) -> str:
-    """An OS image repository is a reference without a tag or digest."""
-    last = value.rsplit("/", 1)[-1]
-    if "@" in value or ":" in last or not IMAGE_REF.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not an image repository (e.g. 127.0.0.1:5000/osctl/os, without a tag)"
-        )
-    return value
+class BootSettings(StrictModel):
+    """How a staged version is tried at boot."""
+
+    tries: int = Field(default=3, ge=1, le=100)
+    health_timeout: Duration = 120.0
 
 
 class HostSettings(StrictModel):
-    """Keys of the settings file; every one optional."""
+    """Keys of the settings file and of the ``osctl:`` user-data section; every one optional."""
 
     host_id: Annotated[str, AfterValidator(validate_host_id)] | None = Field(
         default=None, description="overrides <root>/etc/machine-id"
     )
     image: Annotated[str, AfterValidator(validate_repository)] | None = Field(
         default=None, description="OS image repository, without a tag"
+    )
+    version: Annotated[str, AfterValidator(validate_version_tag)] | None = Field(
+        default=None, description="the version this host converges to (pinned)"
+    )
+    update: UpdatePolicy = Field(default_factory=UpdatePolicy)
+    boot: BootSettings = Field(default_factory=BootSettings)
+    services: dict[Annotated[str, AfterValidator(_service_name)], ServiceSpec] = Field(
+        default_factory=dict,
+        description="extra system services, merged per name into every version's services "
+                    "(only the keys given replace the manifest's)",
     )
