@@ -286,7 +286,7 @@ class Engine:
             created = api.create_container(
                 spec.image, command=spec.command, entrypoint=spec.entrypoint, environment=spec.environment,
                 labels=spec.labels, name=spec.name, host_config=host_config, healthcheck=healthcheck,
-                detach=True, stop_signal="SIGTERM",
+                detach=True, stop_signal="SIGTERM", working_dir=spec.working_dir,
             )
         return str(created["Id"])
 
@@ -380,6 +380,23 @@ class Engine:
             client.close()
             raise self._unavailable(exc) from exc
         return EventStream(client, stream, self._unavailable)
+
+    def run_to_completion(self, spec: ContainerSpec, timeout: float) -> tuple[int | None, str]:
+        """Run a helper container to its end: (exit code or None on timeout, its output).
+
+        The container is removed afterwards whatever happens; its output is returned so the
+        caller can keep it in a log.
+        """
+        container_id = self.create(spec)
+        try:
+            self.start(container_id)
+            code = self.wait(container_id, timeout)
+            if code is None:
+                self.stop(container_id, 1)
+            output = b"".join(self.logs(container_id)).decode("utf-8", errors="replace")
+            return code, output
+        finally:
+            self.remove_container(container_id)
 
     def remove_container(self, container_id: str) -> None:
         with contextlib.suppress(NotFoundError), self._translated(f"removing container {container_id[:12]}"):

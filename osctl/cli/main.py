@@ -34,6 +34,7 @@ class LazyGroup(click.Group):
         "downgrade": ("osctl.cli.transaction_cmd", "downgrade"),
         "rollback": ("osctl.cli.transaction_cmd", "rollback"),
         "boot": ("osctl.cli.transaction_cmd", "boot"),
+        "cloud-init": ("osctl.cli.cloudinit_cmd", "cloud_init"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

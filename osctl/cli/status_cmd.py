@@ -45,6 +45,12 @@ def status(app: AppContext, as_json: bool) -> None:
     if report.last_rollback:
         rb = report.last_rollback
         table.add_row("last rollback", f"{rb['to_version']} at {rb.get('finished_at')}: {rb.get('reason')}")
+    if report.cloud_init:
+        ci = report.cloud_init
+        failed = [f"{name} ({step['detail']})" for name, step in ci["steps"].items()  # type: ignore[union-attr]
+                  if step["result"] == "failed"]
+        table.add_row("user data", f"instance {ci['instance_id']}, applied {ci['applied_at']}"
+                      + (f"; [red]failed: {'; '.join(failed)}[/]" if failed else ""))
     if report.supervisor_running:
         table.add_row("supervisor", f"running (pid {report.supervisor_pid}), last update {report.supervisor_updated_at}")
     else:

@@ -143,3 +143,5 @@ def boot(app: AppContext, health_timeout: float, as_json: bool) -> None:
         render.stdout.print(f"[green]booted[/] {result.version}")
     else:
         render.stdout.print("nothing to boot: no version is installed (osctl upgrade --to V)")
+    if result.user_data:
+        render.stdout.print(f"user data: {result.user_data}")

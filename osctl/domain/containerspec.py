@@ -13,7 +13,7 @@ from pathlib import Path
 
 from osctl.constants import LABEL_SPEC_HASH
 from osctl.domain.naming import container_name, service_labels, volume_labels, volume_name
-from osctl.errors import UsageError
+from osctl.domain.hostfiles import under_root
 from osctl.models.engine import ContainerSpec, Mount, Probe
 from osctl.models.manifest import ServiceSpec
 
@@ -32,7 +32,7 @@ def container_spec(host_id: str, root: Path, version: str, name: str, service: S
             mounts.append(Mount(engine_name, vol.target, vol.read_only, volume=True))
             vol_labels[engine_name] = volume_labels(host_id, vol.source)
         else:
-            mounts.append(Mount(str(host_path(root, vol.source)), vol.target, vol.read_only, volume=False))
+            mounts.append(Mount(str(under_root(root, vol.source)), vol.target, vol.read_only, volume=False))
     probe = None
     if service.healthcheck is not None:
         hc = service.healthcheck
@@ -58,11 +58,3 @@ def spec_hash(spec: ContainerSpec) -> str:
     body = json.dumps(asdict(spec), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
-
-def host_path(root: Path, path: str) -> Path:
-    """``path`` of the host, under ``root``; refused when it would lead outside the root."""
-    candidate = (root / path.lstrip("/")).resolve()
-    base = root.resolve()
-    if candidate != base and base not in candidate.parents:
-        raise UsageError(f"the host path {path} leads outside the host root {root}")
-    return candidate

@@ -132,3 +132,8 @@ def _checked(validator: Callable[[str], str], origin: str, value: str) -> str:
         return validator(value)
     except ValueError as exc:
         raise UsageError(f"{origin}: {exc}") from None
+
+
+def read_settings_file(root: Path) -> HostSettings:
+    """The settings file of a host root alone (no options, no environment)."""
+    return Settings(root_option=str(root), env={}).file

@@ -92,6 +92,7 @@ class ContainerSpec:
     network_mode: str = "bridge"
     privileged: bool = False
     probe: Probe | None = None
+    working_dir: str | None = None
 
 
 @dataclass(frozen=True)

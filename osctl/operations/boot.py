@@ -7,6 +7,7 @@
 4. A trial that becomes healthy is the new default (the old default becomes the previous);
    one that does not, or whose tries are spent, falls back to the default by itself, and the
    reason is recorded in the history.
+5. Apply the user data (``osctl cloud-init apply``), which may converge to a pinned version.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from osctl.models.services import ServicesState
 from osctl.models.store import BootPointer
 from osctl.operations import serviceset
 from osctl.operations.services import skipped
-from osctl.operations.transaction import DEFAULT_HEALTH_TIMEOUT, Events, recover
+from osctl.operations import cloudinit
+from osctl.operations.transaction import DEFAULT_HEALTH_TIMEOUT, Events, converge, recover
 
 
 @dataclass
@@ -34,6 +36,7 @@ class BootResult:
     trial_result: str | None = None  # promoted, fell-back
     reason: str | None = None
     recovered: str | None = None
+    user_data: str | None = None  # applied, applied with failures, not applied: why
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -41,7 +44,21 @@ class BootResult:
 
 def boot(settings: Settings, engine: Engine, *, health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
          events: Events | None = None) -> BootResult:
-    say = events or (lambda *_a: None)
+    """Boot the host, then apply its user data (which may converge it to a pinned version)."""
+    result = _boot(settings, engine, health_timeout, events or (lambda *_a: None))
+    try:
+        report = cloudinit.apply(settings, engine,
+                                 converge=lambda version: converge(settings, engine, version, events=events))
+    except OsctlError as exc:  # bad user data must not keep a host from booting
+        result.user_data = f"not applied: {exc.message}"
+    else:
+        if report is not None:
+            failed = [f"{s.name}: {s.detail}" for s in report.failed]
+            result.user_data = "applied" + (f" with failures: {'; '.join(failed)}" if failed else "")
+    return result
+
+
+def _boot(settings: Settings, engine: Engine, health_timeout: float, say: Events) -> BootResult:
     with host_lock(settings.root, "boot"):
         recovered = recover(settings, engine, say)
         pointer = bootpointer.read(settings.root)

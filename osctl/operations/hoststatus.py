@@ -13,7 +13,7 @@ from osctl.adapters.engine import Engine
 from osctl.domain import bootpointer, servicestate
 from osctl.domain.journal import Journal
 from osctl.domain.settings import Settings
-from osctl.operations import serviceset
+from osctl.operations import cloudinit, serviceset
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class HostStatus:
     trial_tries: int = 0
     transaction: dict[str, object] | None = None  # in progress, or cut short by a crash
     last_rollback: dict[str, object] | None = None
+    cloud_init: dict[str, object] | None = None  # instance id, when applied, each step's result and exit code
     supervisor_pid: int | None = None
     supervisor_running: bool = False
     supervisor_updated_at: str | None = None
@@ -79,6 +80,7 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
         trial_tries=pointer.trial_tries,
         transaction=txn.model_dump(mode="json") if txn else None,
         last_rollback=rollbacks[-1].model_dump(mode="json") if rollbacks else None,
+        cloud_init=cloudinit.read_status(settings.root),
         supervisor_pid=supervisor.pid,
         supervisor_running=_alive(supervisor.pid),
         supervisor_updated_at=supervisor.updated_at,

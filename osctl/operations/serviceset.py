@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from osctl.adapters.engine import Engine
-from osctl.constants import LABEL_ROLE, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_VERSION, ROLE_SERVICE
+from osctl.constants import CONFIG_FILE, LABEL_ROLE, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_VERSION, ROLE_SERVICE
 from osctl.domain import servicegraph
 from osctl.domain.containerspec import container_spec
 from osctl.domain.manifest import parse_manifest
 from osctl.domain.naming import host_labels
+from osctl.domain.servicemerge import merge_services
+from osctl.domain.settings import read_settings_file
 from osctl.domain.store import Store
 from osctl.errors import NotFoundError, OsctlError, ServiceFailed
 from osctl.models.engine import ContainerSpec, ContainerState
@@ -76,7 +78,14 @@ def load_service_set(host_id: str, root: Path, version: str) -> ServiceSet:
         raise NotFoundError(f"{version} is not stored on this host", hint=f"osctl pull {version}")
     path = Store(root).version_dir(version) / "release.yaml"
     manifest = parse_manifest(path.read_bytes(), str(path), expected_version=version)
+    extra = read_settings_file(root).services
+    if extra:
+        merged = merge_services(manifest.services, extra, str(root / CONFIG_FILE))
+        manifest = manifest.model_copy(update={"services": merged})
     image_ids: dict[str | None, str] = {None: record.image_id, **record.service_images}
+    for svc in manifest.services.values():  # an extra service's image is used by its reference
+        if svc.image is not None:
+            image_ids.setdefault(svc.image, svc.image)
     specs = {name: container_spec(host_id, root, version, name, svc, image_ids)
              for name, svc in manifest.services.items()}
     return ServiceSet(host_id, version, manifest, specs)
@@ -170,6 +179,8 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, current: ContainerSt
         engine.remove_container(current.id)
         current, result = None, "recreated"
     if current is None:
+        if not spec.image.startswith("sha256:") and engine.image(spec.image) is None:
+            engine.pull(spec.image)  # an extra service's image, named by the host's settings
         container_id = engine.create(spec)
         result = "created" if result == "unchanged" else result
     else:

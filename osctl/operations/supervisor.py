@@ -32,7 +32,7 @@ from tenacity import RetryCallState, wait_exponential, wait_random
 
 from osctl.adapters.engine import Engine, EventStream
 from osctl.adapters.locking import SUPERVISOR, host_lock, supervisor_lock
-from osctl.constants import LABEL_ROLE, LABEL_SERVICE, LABEL_VERSION, ROLE_SERVICE
+from osctl.constants import CONFIG_FILE, LABEL_ROLE, LABEL_SERVICE, LABEL_VERSION, ROLE_SERVICE
 from osctl.domain import servicestate
 from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
@@ -181,7 +181,9 @@ class Supervisor:
     def _service_set(self, version: str) -> serviceset.ServiceSet:
         """The version's service set, parsed again only when its stored files change."""
         store = Store(self.settings.root)
-        stamp = tuple(_mtime(p) for p in (store.record_path(version), store.version_dir(version) / "release.yaml"))
+        files = (store.record_path(version), store.version_dir(version) / "release.yaml",
+                 self.settings.root / CONFIG_FILE)  # the host's extra services live there
+        stamp = tuple(_mtime(p) for p in files)
         cached = self._cache.get(version)
         if cached is None or cached[0] != stamp:
             cached = (stamp, serviceset.load_service_set(self.settings.host_id, self.settings.root, version))

@@ -306,3 +306,13 @@ def recover(settings: Settings, engine: Engine, say: Events | None = None) -> st
         update={"version": txn.from_version, "desired": "up" if txn.from_version else "down"}))
     journal.finish(txn, "rolled-back", f"interrupted at {txn.step}", recovered=True)
     return f"rolled back the interrupted {txn.kind} to {txn.to_version} (cut short at {txn.step})"
+
+
+def converge(settings: Settings, engine: Engine, version: str, *, events: Events | None = None) -> str:
+    """Bring the host to ``version`` (the pinned version of its user data), whichever way that is."""
+    current = current_version(settings)
+    if current == version:
+        return f"{version} already runs"
+    kind: Kind = "upgrade" if current is None or OsVersion.parse(version) > OsVersion.parse(current) else "downgrade"
+    outcome = run(settings, engine, decide(settings, kind, version), events=events)
+    return f"{outcome.plan.kind} to {version}: {outcome.result}"
