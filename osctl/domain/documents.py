@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import re
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from osctl.errors import DocumentError, Issue
 M = TypeVar("M", bound=BaseModel)
 
 MAX_DOCUMENT_BYTES = 1 << 20  # a manifest or settings file is small; refuse absurd input early
+MAX_VALUES = 1_000_000  # values a document may have once its YAML aliases are expanded
 
 
 class ParsedYaml:
@@ -29,7 +31,7 @@ class ParsedYaml:
 
     def __init__(self, tree: Any) -> None:
         self.tree = tree
-        self.data = _plain(tree)
+        self.data = _plain(tree, [MAX_VALUES])
 
     def locate(self, loc: Iterable[object]) -> tuple[str, int | None, int | None]:
         """Dotted path, line and column (1-based) of the deepest part of ``loc`` in the text."""
@@ -50,18 +52,33 @@ class ParsedYaml:
         return ".".join(parts), line + 1, column + 1
 
 
-def _plain(node: Any) -> Any:
-    """ruamel's comment-keeping containers and scalar subclasses, as plain Python values."""
+def _plain(node: Any, budget: list[int]) -> Any:
+    """ruamel's comment-keeping containers and scalar subclasses, as plain Python values.
+
+    An alias shares a node, and copying it out expands it: ten nested lists of ten aliases
+    would become 10^10 values. ``budget`` bounds the values produced, so such a document is
+    refused instead of exhausting the machine.
+    """
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooManyValues
     if isinstance(node, dict):
-        return {_plain(k): _plain(v) for k, v in node.items()}
+        return {_plain(k, budget): _plain(v, budget) for k, v in node.items()}
     if isinstance(node, list):
-        return [_plain(v) for v in node]
+        return [_plain(v, budget) for v in node]
     if isinstance(node, bool) or node is None:
         return node
     for kind in (str, int, float):
         if isinstance(node, kind):
             return kind(node)
     return node
+
+
+class _TooManyValues(Exception):
+    pass
+
+
+_DUPLICATE = re.compile(r'(found duplicate key "[^"]*") with value .*')
 
 
 def parse_yaml(text: str | bytes, source: str, error: type[DocumentError]) -> ParsedYaml:
@@ -85,12 +102,19 @@ def parse_yaml(text: str | bytes, source: str, error: type[DocumentError]) -> Pa
     except RecursionError:
         raise error(source, [Issue("", "nested too deeply")]) from None
     except Exception as exc:  # ruamel raises many types; all mean "this is not valid YAML"
+        # (the message never quotes values: a duplicate key's values may be secrets)
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
         line = mark.line + 1 if mark is not None else None
         column = mark.column + 1 if mark is not None else None
+        problem = _DUPLICATE.sub(r"\1", str(problem))
         raise error(source, [Issue("", f"not valid YAML: {problem}", line, column)]) from None
-    return ParsedYaml(tree)
+    try:
+        return ParsedYaml(tree)
+    except _TooManyValues:
+        raise error(source, [Issue("", f"YAML aliases expand to more than {MAX_VALUES} values")]) from None
+    except RecursionError:
+        raise error(source, [Issue("", "nested too deeply")]) from None
 
 
 def validate(

@@ -140,3 +140,15 @@ def test_duplicate_keys_are_refused() -> None:
 def test_every_problem_is_reported_at_once() -> None:
     err = error_of(GOOD.replace("interval: 1s", "interval: x").replace("network_mode: none", "network_mode: y"))
     assert len(err.issues) == 2 and "(and 1 more)" in err.message
+
+
+def test_alias_bombs_are_refused_quickly() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join(f'*a{i - 1}' for _ in range(10))}]" for i in range(1, 9)]
+    err = error_of("\n".join(lines) + "\n")
+    assert "YAML aliases expand to more than" in err.message
+
+
+def test_duplicate_keys_do_not_quote_their_values() -> None:
+    err = error_of("version: v1.4\npassword: hunter2\npassword: swordfish\n")
+    assert "duplicate key" in err.message and "hunter2" not in err.message and "swordfish" not in err.message
