@@ -20,7 +20,7 @@ from osctl.errors import Issue, UsageError
 
 @click.group("cloud-init")
 def cloud_init() -> None:
-    """Check and show cloud-init user data (docs/cloud-init.md)."""
+    """Check, show and apply cloud-init user data (docs/cloud-init.md)."""
 
 
 def read_user_data(path: str) -> bytes:

@@ -98,6 +98,10 @@ def _run(args: list[str], debug: bool) -> int:
         return result if isinstance(result, int) else 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:  # one line, like every other error, and where to look
+        command = exc.ctx.command_path if exc.ctx is not None else "osctl"
+        _error(exc.format_message(), f"see '{command} --help'")
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
