@@ -12,7 +12,6 @@ from osctl.adapters.locking import host_lock
 from osctl.domain import bootpointer, servicegraph, servicestate
 from osctl.domain.settings import Settings
 from osctl.errors import NotFoundError, UsageError
-from osctl.models.manifest import ReleaseManifest
 from osctl.models.services import ServicesState
 from osctl.operations import serviceset
 from osctl.operations.serviceset import Outcome, Report, ServiceSet
@@ -68,17 +67,8 @@ def down(settings: Settings, engine: Engine, *, report: Report | None = None) ->
         state = servicestate.read_services(settings.root)
         # Desired state first: a supervisor that sees the containers stop must not restart them.
         servicestate.write_services(settings.root, state.model_copy(update={"desired": "down"}))
-        manifest = _manifest_or_none(settings, state.version)
+        manifest = serviceset.stored_manifest(settings.host_id, settings.root, state.version)
         return serviceset.down(engine, settings.host_id, state.version, manifest=manifest, report=report)
-
-
-def _manifest_or_none(settings: Settings, version: str | None) -> ReleaseManifest | None:
-    if version is None:
-        return None
-    try:
-        return serviceset.load_service_set(settings.host_id, settings.root, version).manifest
-    except NotFoundError:
-        return None
 
 
 def _service_set(settings: Settings) -> ServiceSet:

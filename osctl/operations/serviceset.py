@@ -91,6 +91,13 @@ def load_service_set(host_id: str, root: Path, version: str) -> ServiceSet:
     return ServiceSet(host_id, version, manifest, specs)
 
 
+def stored_manifest(host_id: str, root: Path, version: str | None) -> ReleaseManifest | None:
+    """The (merged) manifest of a stored version, or None when there is no such version stored."""
+    if not version or Store(root).get(version) is None:
+        return None
+    return load_service_set(host_id, root, version).manifest
+
+
 def observe(engine: Engine, host_id: str, version: str | None = None) -> dict[str, ContainerState]:
     """The host's system containers (of one version, or all) by service name, as the engine says."""
     labels = {**host_labels(host_id), LABEL_ROLE: ROLE_SERVICE}

@@ -200,7 +200,7 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
     skip = {n: why for n, why in skipped(state).items() if "disabled" in why}
     txn = journal.step(txn, "prepare")
     prepare(engine, new, skip)
-    old_manifest = _manifest(settings, plan.from_version)
+    old_manifest = serviceset.stored_manifest(settings.host_id, settings.root, plan.from_version)
 
     txn = journal.step(txn, "swap")
     swap_started = time.monotonic()
@@ -254,12 +254,6 @@ def _health_gate(engine: Engine, sset: serviceset.ServiceSet, skip: dict[str, st
             raise ServiceFailed(name, f"did not complete (exit code {state.exit_code})", engine.last_lines(state.id))
         if not oneshot and not state.running:
             raise ServiceFailed(name, f"is not running (exit code {state.exit_code})", engine.last_lines(state.id))
-
-
-def _manifest(settings: Settings, version: str | None) -> serviceset.ReleaseManifest | None:
-    if not version or Store(settings.root).get(version) is None:
-        return None
-    return serviceset.load_service_set(settings.host_id, settings.root, version).manifest
 
 
 def _roll_back(settings: Settings, engine: Engine, txn: Transaction, say: Events) -> None:
