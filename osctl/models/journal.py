@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Kind = Literal["upgrade", "downgrade", "rollback", "install", "stage", "boot"]
-Result = Literal["in-progress", "committed", "rolled-back"]
+Result = Literal["in-progress", "committed", "rolled-back", "aborted"]  # aborted: failed before changing anything
 
 
 class _Doc(BaseModel):

@@ -209,10 +209,11 @@ class Supervisor:
             if mine:
                 self._reconcile(engine, fresh=fresh)
 
-    def _reconcile(self, engine: Engine, *, fresh: bool = False) -> None:
+    def _reconcile(self, engine: Engine, *, fresh: bool = False) -> list[str]:
+        """Returns the services it started or recreated."""
         state, sset = self._wanted()
         if sset is None:
-            return
+            return []
         self.status.version = sset.version
         for name in [n for n in self.status.services if n not in sset.manifest.services]:
             del self.status.services[name]
@@ -240,6 +241,7 @@ class Supervisor:
             for name in wanted:
                 self._started[name] = time.monotonic()
         self._save()
+        return wanted
 
     # -- events ----------------------------------------------------------------------------
     def _on_event(self, engine: Engine, event: dict[str, Any]) -> None:
@@ -266,8 +268,9 @@ class Supervisor:
         elif action == "destroy" and name not in skipped(state):
             self._say(f"{name}: container removed; recreating it")
             self._due.pop(name, None)  # its death was the removal: recreating is the restart
-            self._reconcile(engine)
-            self.status.services.setdefault(name, ServiceRecord()).restarts += 1
+            if name in self._reconcile(engine):
+                self.status.services.setdefault(name, ServiceRecord()).restarts += 1
+                self._save()
         elif action.startswith("health_status") and "unhealthy" in action and name not in skipped(state):
             self._failure(name, "health check failing")
             self._unhealthy.add(name)

@@ -34,6 +34,7 @@ from osctl.operations.services import skipped
 Events = Callable[[str, str], None]  # (step or service, detail)
 DEFAULT_HEALTH_TIMEOUT = 120.0
 DEFAULT_TRIES = 3
+UNTOUCHED = ("begin", "resolve", "pull", "verify", "stage")  # steps that leave the running set as it is
 
 
 @dataclass
@@ -157,6 +158,9 @@ def run(settings: Settings, engine: Engine, plan: Plan, *, health_timeout: float
             reason = exc.message if isinstance(exc, OsctlError) else "interrupted"
             if txn.step in ("commit", "cleanup") and bootpointer.read(settings.root).default == plan.to_version:
                 raise  # committed: the next command rolls forward (recover)
+            if txn.step in UNTOUCHED:  # nothing of the running set was touched: nothing to undo
+                journal.finish(txn, "aborted", reason)
+                raise
             say("rollback", reason)
             _roll_back(settings, engine, txn, say)
             journal.finish(txn, "rolled-back", reason)

@@ -28,6 +28,7 @@ REGISTRY = os.environ.get("OSCTL_REGISTRY", "127.0.0.1:5000")
 OS_REPO = os.environ.get("OSCTL_IMAGE", f"{REGISTRY}/osctl/os")
 TEST_REPO = f"{REGISTRY}/osctl-test"  # images the tests build themselves
 HOST_LABEL = "io.osctl.host"
+SESSION_HOSTS: set[str] = set()  # the hosts this test session made: the only ones it checks and removes
 
 
 @dataclass
@@ -86,6 +87,7 @@ def make_host(tmp_path: Path, docker_client: docker.DockerClient, registry: str)
 
     def make() -> Host:
         host = Host(f"{TEST_HOST_PREFIX}{uuid.uuid4().hex[:10]}", tmp_path / f"root{len(made)}")
+        SESSION_HOSTS.add(host.host_id)
         host.root.mkdir()
         made.append(host)
         return host
@@ -115,8 +117,8 @@ def leftovers_of_test_hosts(client: docker.DockerClient) -> list[tuple[str, str]
     found = [("container", c.name, c.labels) for c in client.containers.list(all=True, filters=selector)]
     found += [("volume", v.name, v.attrs.get("Labels") or {}) for v in client.volumes.list(filters=selector)]
     found += [("tag", t, {HOST_LABEL: t.split("/")[1]}) for image in client.images.list() for t in image.tags
-              if t.startswith(f"{HOLD_REPOSITORY}/")]
-    return [(kind, name) for kind, name, labels in found if labels.get(HOST_LABEL, "").startswith(TEST_HOST_PREFIX)]
+              if t.startswith(f"{HOLD_REPOSITORY}/")]  # hold tags carry the host id lower-cased, as ours are
+    return [(kind, name) for kind, name, labels in found if labels.get(HOST_LABEL, "") in SESSION_HOSTS]
 
 
 def remove(client: docker.DockerClient, kind: str, name: str) -> None:

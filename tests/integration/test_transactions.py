@@ -82,6 +82,11 @@ def test_wrong_direction_and_same_version(host: Host) -> None:
     assert proc.returncode == 0 and "already running" in proc.stdout
     proc = host.osctl("rollback")
     assert proc.returncode == 2 and "no previous version" in proc.stderr
+    proc = host.osctl("upgrade", "--to", "v9.9")
+    assert proc.returncode == 2 and "v9.9 does not exist" in proc.stderr and "rollback" not in proc.stderr
+    status = host.osctl_json("status")
+    assert isinstance(status, dict) and status["last_rollback"] is None, "nothing changed, nothing rolled back"
+    assert json.loads((host.root / "var/lib/osctl/journal.json").read_text())["result"] == "aborted"
 
 
 def test_dry_run_changes_nothing(host: Host, docker_client: docker.DockerClient) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from tests.integration.conftest import Host
+from tests.integration.conftest import SESSION_HOSTS, Host
 from tests.integration.test_services import up
 from tests.integration.test_supervisor import Supervise, running, supervise, wait_for  # noqa: F401
 
@@ -23,7 +23,7 @@ def _engine_is_ours(client: docker.DockerClient) -> str | None:
     """Why the engine may not be restarted here, or None when it may."""
     if os.environ.get("DOCKER_HOST") or os.geteuid() != 0:
         return "needs root and the local engine"
-    others = [c.name for c in client.containers.list() if not c.labels.get("io.osctl.host", "").startswith("osctltest-")]
+    others = [c.name for c in client.containers.list() if c.labels.get("io.osctl.host", "") not in SESSION_HOSTS]
     return f"other containers run on this engine: {others[:3]}" if others else None
 
 

@@ -1,0 +1,89 @@
+"""SIGINT/SIGTERM to an upgrade during the pull and during the swap; a supervisor killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import docker
+import pytest
+
+from tests.faults.conftest import FaultRecord, Host, assert_consistent, installed, osctl_ok
+
+
+def wait_for_step(host: Host, proc: subprocess.Popen[str], step: str, timeout: float = 60) -> bool:
+    journal = host.root / "var/lib/osctl/journal.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            data = json.loads(journal.read_text())
+        except (OSError, ValueError):
+            data = {}
+        if data.get("result") == "in-progress" and data.get("step") == step:
+            return True
+        time.sleep(0.005)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("step", ["pull", "swap"])
+def test_signal_during_upgrade(host: Host, docker_client: docker.DockerClient,
+                               fault: Callable[[str], FaultRecord], sig: signal.Signals, step: str) -> None:
+    record = fault(f"{sig.name} to osctl upgrade during {step}")
+    marker = installed(host, docker_client, "v1.4")
+    proc = subprocess.Popen([sys.executable, "-m", "osctl", "upgrade", "--to", "v1.5"], env=host.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    reached = wait_for_step(host, proc, step)
+    if reached:
+        proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    if proc.returncode not in (0, -sig):
+        assert proc.returncode in (1, 130), (proc.returncode, err)
+        assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err
+    osctl_ok(host, "boot")  # finishes whatever the signal left
+    status = host.osctl_json("status")
+    assert isinstance(status, dict)
+    running = status["running_versions"]
+    assert running in (["v1.4"], ["v1.5"]), status
+    assert_consistent(host, docker_client, running[0], marker, record)
+
+
+def test_supervisor_sigkilled_and_restarted(host: Host, docker_client: docker.DockerClient,
+                                            fault: Callable[[str], FaultRecord]) -> None:
+    record = fault("osctl supervise killed with SIGKILL, then restarted")
+    marker = installed(host, docker_client, "v1.5")
+    fast = ["--reconcile-every", "0.5", "--backoff-max", "0.5"]
+    log = open(host.root.parent / f"supervise-{host.host_id}.log", "w+")  # noqa: SIM115
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([sys.executable, "-m", "osctl", "supervise", *fast], env=host.env(),
+                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            time.sleep(1.5)
+            if len(procs) == 1:
+                procs[0].kill()
+                procs[0].wait(timeout=10)
+        second = procs[1]
+        assert second.poll() is None, "the new supervisor takes over the dead one's lock"
+        status = host.osctl_json("status")
+        assert isinstance(status, dict) and status["supervisor_running"] and status["supervisor_pid"] == second.pid
+        third = subprocess.run([sys.executable, "-m", "osctl", "supervise"], env=host.env(), capture_output=True,
+                               text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert third.returncode != 0 and "Traceback" not in third.stderr, "only one supervisor per host"
+        docker_client.containers.get(f"osctl-{host.host_id}-ntp-v1.5").kill()
+        deadline = time.monotonic() + 15
+        while not docker_client.containers.get(f"osctl-{host.host_id}-ntp-v1.5").attrs["State"]["Running"]:
+            assert time.monotonic() < deadline, "the restarted supervisor repairs"
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=30)
+        log.close()
+    assert_consistent(host, docker_client, "v1.5", marker, record)
