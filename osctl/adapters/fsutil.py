@@ -50,6 +50,16 @@ def read_text(path: Path) -> str | None:
         raise StateError(f"cannot read {path}: {_reason(exc)}", hint=_hint(exc)) from exc
 
 
+def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None when it does not exist; other failures are a ``StateError``."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {_reason(exc)}", hint=_hint(exc)) from exc
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new entry in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

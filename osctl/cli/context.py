@@ -35,6 +35,7 @@ class AppContext:
             from osctl.domain.settings import Settings
 
             self._settings = Settings(self.root, self.host_id, self.image)
+            self._settings.check_file()
         return self._settings
 
     @property

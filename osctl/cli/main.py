@@ -17,6 +17,10 @@ from osctl.cli.context import AppContext
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in osctl, not in what the user asked
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so a transaction rolls back as on Ctrl-C."""
+
+
 class LazyGroup(click.Group):
     """Commands live in their own modules, imported only when run (keeps ``--help`` fast)."""
 
@@ -91,8 +95,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: list[str], debug: bool) -> int:
+    import signal
+
     from osctl.errors import OsctlError
 
+    def terminate(_signum: int, _frame: object) -> None:
+        raise Terminated()
+
+    if threading_main():
+        signal.signal(signal.SIGTERM, terminate)  # `osctl supervise` installs its own
     try:
         result = cli.main(args=args, prog_name="osctl", standalone_mode=False)
         return result if isinstance(result, int) else 0
@@ -105,7 +116,10 @@ def _run(args: list[str], debug: bool) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except (click.Abort, KeyboardInterrupt) as exc:  # click turns KeyboardInterrupt into Abort
+        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
+            _error("terminated (SIGTERM); an interrupted change was undone or is finished by the next osctl boot")
+            return 143
         _error("interrupted")
         return 130
     except OsctlError as exc:
@@ -121,6 +135,12 @@ def _run(args: list[str], debug: bool) -> int:
         _error(f"internal error: {type(exc).__name__}: {exc}",
                "this is a bug in osctl; re-run with --debug to see the traceback and report it")
         return INTERNAL_ERROR
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _error(message: str, hint: str | None = None) -> None:

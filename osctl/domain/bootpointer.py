@@ -1,7 +1,8 @@
 """The boot pointer, ``<root>/boot/osctl/boot.json``: the one source of truth for what boots.
 
-Written atomically with a last good copy kept beside it (``boot.json.prev``), so a torn or
-corrupted file falls back to the previous pointer instead of leaving a host without one.
+Written atomically, then copied to ``boot.json.bak``: a pointer damaged on disk is replaced by
+that last good copy of the same pointer (never by an older one, which would silently undo a
+committed upgrade), and repaired.
 """
 
 from __future__ import annotations
@@ -21,27 +22,30 @@ def pointer_path(root: Path) -> Path:
 
 
 def read(root: Path) -> BootPointer:
-    """The current pointer; the last good copy if the file is damaged; empty on a new host."""
+    """The current pointer; its last good copy if the file is damaged; empty on a new host."""
     path = pointer_path(root)
-    for candidate in (path, path.with_name(path.name + ".prev")):
-        text = fsutil.read_text(candidate)
-        if text is None:
-            continue
+    backup = path.with_name(path.name + ".bak")
+    text = fsutil.read_text(path)
+    if text is not None:
         try:
             return BootPointer.model_validate_json(text)
         except ValidationError:
-            continue
-    return BootPointer()
+            pass
+    saved = fsutil.read_text(backup)
+    if saved is None:
+        return BootPointer()
+    try:
+        pointer = BootPointer.model_validate_json(saved)
+    except ValidationError:
+        return BootPointer()
+    if text is not None:  # repair the damaged pointer from its copy
+        fsutil.atomic_write(path, saved)
+    return pointer
 
 
 def write(root: Path, pointer: BootPointer) -> None:
-    """Replace the pointer, keeping the current good one as the fallback copy."""
+    """Replace the pointer (the commit point of a transaction), then its copy."""
     path = pointer_path(root)
-    current = fsutil.read_text(path)
-    if current is not None:
-        try:
-            BootPointer.model_validate_json(current)
-            fsutil.atomic_write(path.with_name(path.name + ".prev"), current)
-        except ValidationError:
-            pass
-    fsutil.atomic_write(path, json.dumps(pointer.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    data = json.dumps(pointer.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    fsutil.atomic_write(path, data)
+    fsutil.atomic_write(path.with_name(path.name + ".bak"), data)

@@ -55,12 +55,12 @@ class Settings:
         """The settings file's content; an absent file means every key takes its default."""
         from osctl.models.settings import HostSettings  # builds the manifest models: only when needed
 
-        text = fsutil.read_text(self.config_path)
-        if text is None or not text.strip():
+        raw = fsutil.read_bytes(self.config_path)
+        if raw is None or not raw.strip():
             return HostSettings()
         from osctl.domain import documents  # the YAML machinery, only when there is a file
 
-        parsed = documents.parse_yaml(text, str(self.config_path), ConfigError)
+        parsed = documents.parse_yaml(raw, str(self.config_path), ConfigError)
         return documents.validate(parsed, HostSettings, str(self.config_path), ConfigError)
 
     @cached_property
@@ -77,6 +77,12 @@ class Settings:
         if explicit:
             return _checked(validate_repository, *explicit)
         return self._from_file("image")
+
+    def check_file(self) -> None:
+        """Validate the settings file now, if there is one, even when options give every value:
+        a broken file must be reported, not silently ignored until the day it is needed."""
+        if self.config_path.exists():
+            self.file  # noqa: B018 - parsing is the check
 
     def _from_file(self, key: str) -> str | None:
         """A key of the settings file; with no file, no models are built just to say None."""

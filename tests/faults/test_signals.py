@@ -41,9 +41,12 @@ def test_signal_during_upgrade(host: Host, docker_client: docker.DockerClient,
     if reached:
         proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
+    print(f"{sig.name} at {step}: reached={reached} exit={proc.returncode} stderr={err.strip()[-300:]!r}")
+    assert reached, f"the upgrade never reached {step}: {err}"
     assert "Traceback" not in err, err
-    if proc.returncode not in (0, -sig):
-        assert proc.returncode in (1, 130), (proc.returncode, err)
+    assert proc.returncode != -sig, f"osctl died of {sig.name} instead of handling it: {err}"
+    if proc.returncode != 0:
+        assert proc.returncode in ({signal.SIGINT: 130, signal.SIGTERM: 143}[sig], 1), (proc.returncode, err)
         assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err
     osctl_ok(host, "boot")  # finishes whatever the signal left
     status = host.osctl_json("status")

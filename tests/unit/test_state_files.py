@@ -69,8 +69,9 @@ def test_boot_pointer_survives_a_torn_write(tmp_path: Path) -> None:
     bootpointer.write(tmp_path, BootPointer(default="v1.3"))
     bootpointer.write(tmp_path, BootPointer(default="v1.4", previous="v1.3"))
     assert bootpointer.read(tmp_path).default == "v1.4"
-    bootpointer.pointer_path(tmp_path).write_text('{"default": "v1.')  # torn
-    assert bootpointer.read(tmp_path).default == "v1.3", "the last good copy"
+    bootpointer.pointer_path(tmp_path).write_text('{"default": "v1.')  # damaged on disk
+    assert bootpointer.read(tmp_path).default == "v1.4", "the copy of the same pointer, never an older one"
+    assert '"default": "v1.4"' in bootpointer.pointer_path(tmp_path).read_text(), "and the file is repaired"
 
 
 def test_next_boot_is_the_trial_while_it_has_tries() -> None:
