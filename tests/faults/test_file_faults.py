@@ -92,3 +92,26 @@ def test_read_only_host_root(host: Host, docker_client: docker.DockerClient,
         subprocess.run(["umount", str(host.root)], check=True)
     assert sorted(str(p.relative_to(host.root)) for p in host.root.rglob("*")) == before
     assert_consistent(host, docker_client, "v1.4", marker, record)
+
+
+def test_disk_fills_during_staging(host: Host, docker_client: docker.DockerClient,
+                                   fault: Callable[[str], FaultRecord]) -> None:
+    """The host root is a tiny filesystem: v1.3 fits, staging v1.4 beside it does not."""
+    record = fault("disk full while staging")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(host.root)], check=True)
+    try:
+        marker = installed(host, docker_client, "v1.3")
+        filler = host.root / "filler"
+        free = subprocess.run(["df", "--output=avail", "-B1", str(host.root)], capture_output=True,
+                              text=True, check=True).stdout.split()[-1]
+        filler.write_bytes(b"\0" * max(0, int(free) - 24 * 1024))  # leave less than v1.4's boot files need
+        proc = host.osctl("upgrade", "--to", "v1.4")
+        assert_clear_error(proc, 1, "No space left on device")
+        filler.unlink()
+        assert not (host.root / "var/lib/osctl/store/v1.4.json").exists()
+        assert not [p for p in (host.root / "boot/osctl").iterdir() if p.name.startswith(".partial-")]
+        assert not (host.root / "boot/osctl/v1.4").exists()
+        assert_consistent(host, docker_client, "v1.3", marker, record)
+    finally:
+        osctl_ok(host, "service", "down")
+        subprocess.run(["umount", str(host.root)], check=False)
