@@ -27,10 +27,11 @@ import pytest
 from tests.integration.conftest import (  # noqa: F401 - fixtures re-exported for the fault tests
     OS_REPO,
     REGISTRY,
-    TEST_HOST_PREFIX,
     Host,
+    docker_client,
     host,
     host_objects,
+    make_host,
     publish,
     registry,
     remove,
@@ -38,48 +39,6 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures re-exported fo
 
 LONG_RUNNING = {"v1.3": {"syslog", "ntp", "console"}, "v1.4": {"syslog", "ntp", "console", "status", "cron"},
                 "v1.5": {"syslog", "ntp", "status", "cron", "metrics"}}
-
-
-# ---------------------------------------------------------------- engine fixtures
-#
-# The integration suite's session fixture removes everything of *every* ``osctltest-`` host at
-# the end, which also hits other people's test runs on the same engine. Here only the hosts
-# this session made are checked and removed.
-
-MY_HOSTS: set[str] = set()
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"no Docker engine answers ({exc}); run scripts/setup first", pytrace=False)
-    yield client
-    leftovers = [obj for host_id in sorted(MY_HOSTS) for obj in host_objects(client, host_id)]
-    for kind, name in leftovers:
-        remove(client, kind, name)
-    client.close()
-    if leftovers:
-        pytest.fail(f"fault tests left these behind (now removed): {leftovers}", pytrace=False)
-
-
-@pytest.fixture
-def make_host(tmp_path: Path, docker_client: docker.DockerClient, registry: str) -> Iterator[Callable[[], Host]]:
-    made: list[Host] = []
-
-    def make() -> Host:
-        made_host = Host(f"{TEST_HOST_PREFIX}{uuid.uuid4().hex[:10]}", tmp_path / f"root{len(made)}")
-        made_host.root.mkdir()
-        made.append(made_host)
-        MY_HOSTS.add(made_host.host_id)
-        return made_host
-
-    yield make
-    for made_host in made:
-        for kind, name in host_objects(docker_client, made_host.host_id):
-            remove(docker_client, kind, name)
 
 
 # ---------------------------------------------------------------- the registry of faults
