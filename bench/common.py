@@ -77,3 +77,11 @@ def report(title: str, figures: list[Figure], json_path: str | None = None) -> N
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps([asdict(f) for f in figures], indent=2) + "\n")
+
+
+def warn_wide(figures: list[Figure]) -> None:
+    """One line per figure whose spread makes it untrustworthy."""
+    for f in figures:
+        if f.wide:
+            print(f"warning: {f.name.strip()}: spread {f.low:.4g}..{f.high:.4g} {f.unit} is wider than half "
+                  f"the median ({f.median:.4g}); the machine was busy, repeat before trusting it")

@@ -42,7 +42,7 @@ from typing import Any
 
 import docker
 
-from common import OSCTL, REGISTRY, REPO, Figure, figure, report
+from common import OSCTL, REGISTRY, REPO, Figure, figure, report, warn_wide
 from tests.support import registry_tools
 
 BENCH_REPO = "osctl-bench/supervisor-os"
@@ -441,10 +441,7 @@ def main() -> None:
         report("osctl supervise: restart latency after docker kill, idle cost", figures, args.json_path)
         for note in notes:
             print(note)
-        for f in figures:
-            if f.wide:
-                print(f"warning: {f.name.strip()}: spread {f.low:.4g}..{f.high:.4g} {f.unit} is wider than half "
-                      f"the median ({f.median:.4g}); the machine was busy, repeat before trusting it")
+        warn_wide(figures)
     finally:
         problems = []
         for host in hosts:

@@ -72,7 +72,7 @@ from typing import Any
 
 import docker
 
-from common import OSCTL, REGISTRY, REPO, Figure, figure, report
+from common import OSCTL, REGISTRY, REPO, Figure, figure, report, warn_wide
 from tests.support import registry_tools
 
 BENCH_REPO = "osctl-bench/swap-os"
@@ -847,10 +847,7 @@ def main() -> None:
               "running; no stop, no probe. Ratios: of the medians, spread over all pairs of runs):")
         for note in notes:
             print(note)
-        for f in swap + e2e:
-            if f.wide:
-                print(f"warning: {f.name.strip()}: spread {f.low:.4g}..{f.high:.4g} {f.unit} is wider than half "
-                      f"the median ({f.median:.4g}); the machine was busy, repeat before trusting it")
+        warn_wide(swap + e2e)
         if args.json_path:
             Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json_path).write_text(json.dumps([asdict(f) for f in swap + e2e], indent=2) + "\n")

@@ -108,8 +108,7 @@ def _meta_instance_id(path: Path) -> str | None:
 
 # -- apply -------------------------------------------------------------------------------------
 def apply(settings: Settings, engine: Engine, *, user_data: Path | None = None, instance_id: str | None = None,
-          dry_run: bool = False, strict: bool = False, converge: Callable[[str], str] | None = None,
-          locked: bool = False) -> ApplyReport | None:
+          dry_run: bool = False, strict: bool = False, converge: Callable[[str], str] | None = None) -> ApplyReport | None:
     """Apply the host's user data; None when it has none. Raises ``ConfigError`` when invalid."""
     found = datasource(settings, user_data, instance_id)
     if found is None:
@@ -119,25 +118,17 @@ def apply(settings: Settings, engine: Engine, *, user_data: Path | None = None, 
     data.raise_if_invalid(source)
     report = ApplyReport(iid, source, dry_run=dry_run, warnings=[w.render(source) for w in data.warnings])
     run = _Applier(settings, engine, data, report, dry_run)
-    if locked:
+    with host_lock(settings.root, "cloud-init apply"):
         run.every_boot()
         run.once()
-    else:
-        with host_lock(settings.root, "cloud-init apply"):
-            run.every_boot()
-            run.once()
     if not dry_run:
         fsutil.atomic_write(settings.root / CI_DIR / "user-data", raw, mode=0o600)
     pinned = run.merged_settings.version if run.merged_settings else None
     if pinned and converge is not None:
-        run.once_step("converge", lambda: _converge(converge, pinned))
+        run.once_step("converge", lambda: converge(pinned))
     if not dry_run:
         _record(settings.root, report)
     return report
-
-
-def _converge(converge: Callable[[str], str], version: str) -> str:
-    return converge(version)
 
 
 def _record(root: Path, report: ApplyReport) -> None:
