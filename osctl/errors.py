@@ -15,6 +15,8 @@ This module is a leaf: it imports nothing from osctl, so every layer may raise t
     ├── EngineError                 exit 1  the engine answered with an error
     ├── RegistryUnavailable         exit 4  the registry cannot be reached
     ├── RegistryAuthError           exit 2  the registry refused the credentials (or there were none)
+    ├── EtcdUnavailable             exit 6  no etcd endpoint answers, or the cluster has no quorum
+    ├── EtcdError                   exit 1  etcd answered, but with an error
     ├── HostLocked                  exit 5  another osctl process is changing this host
     ├── ServiceFailed               exit 1  a system service did not start, complete or become healthy
     ├── IntegrityError              exit 1  content differs from what was resolved or recorded
@@ -35,6 +37,7 @@ class ExitCode:
     ENGINE_UNAVAILABLE = 3
     REGISTRY_UNAVAILABLE = 4
     LOCKED = 5
+    ETCD_UNAVAILABLE = 6
 
 
 class OsctlError(Exception):
@@ -135,6 +138,20 @@ class RegistryAuthError(OsctlError):
     """
 
     exit_code = ExitCode.USAGE
+
+
+class EtcdUnavailable(OsctlError):
+    """No etcd endpoint answered, or none could serve the request (no quorum), after bounded retries.
+
+    Its own exit code: a fleet agent's supervisor (or a script) waits and tries again, while any
+    other failure needs a human.
+    """
+
+    exit_code = ExitCode.ETCD_UNAVAILABLE
+
+
+class EtcdError(OsctlError):
+    """etcd answered, but with an error (a compacted revision, a malformed value, ...)."""
 
 
 class HostLocked(OsctlError):

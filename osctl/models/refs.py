@@ -33,3 +33,32 @@ def validate_repository(value: str) -> str:
             f"{value!r} is not an image repository (e.g. 127.0.0.1:5000/osctl/os, without a tag)"
         )
     return value
+
+
+GROUP = HOST_ID  # a fleet group names an etcd key component: the same safe characters as a host id
+
+
+def validate_group(value: str) -> str:
+    """Fleet group names become etcd key components (``/osctl/fleet/<group>/``): no '/', no spaces."""
+    if not GROUP.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a fleet group name (letters, digits, '_', '.', '-'; max 63; "
+            "starting with a letter or digit)"
+        )
+    return value
+
+
+def validate_etcd_endpoint(value: str) -> str:
+    """An etcd client URL, ``http(s)://HOST[:PORT]``, without a trailing '/' (so duplicates match)."""
+    from urllib.parse import urlsplit  # only when there is an endpoint to check
+
+    text = value.strip().rstrip("/")
+    try:
+        split = urlsplit(text)
+        split.port  # noqa: B018 - raises ValueError when the port is not a number in range
+    except ValueError:
+        split = None
+    if split is None or split.scheme not in ("http", "https") or not split.hostname or split.path \
+            or split.query or split.fragment or split.username is not None or split.password is not None:
+        raise ValueError(f"{value!r} is not an etcd endpoint (use http://HOST:PORT, e.g. http://127.0.0.1:2379)")
+    return text

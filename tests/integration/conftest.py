@@ -22,6 +22,7 @@ import docker
 import pytest
 
 from osctl.domain.naming import HOLD_REPOSITORY
+from tests.support.etcd_cluster import EtcdCluster
 
 TEST_HOST_PREFIX = "osctltest-"
 REGISTRY = os.environ.get("OSCTL_REGISTRY", "127.0.0.1:5000")
@@ -168,3 +169,25 @@ def publish(docker_client: docker.DockerClient, registry: str) -> Iterator[Calla
             docker_client.images.remove(ref, noprune=False)
         except docker.errors.APIError:
             pass
+
+
+@pytest.fixture(scope="session")
+def _etcd_cluster_session() -> Iterator[EtcdCluster]:
+    """One three-member etcd cluster for the whole session (starting one costs about 0.5 s)."""
+    try:
+        cluster = EtcdCluster(3).start()
+    except RuntimeError as exc:
+        pytest.fail(f"cannot start an etcd cluster: {exc}; run scripts/setup first", pytrace=False)
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def etcd_cluster(_etcd_cluster_session: EtcdCluster) -> EtcdCluster:
+    """The session's etcd cluster, every member up.
+
+    Tests may stop members; the next test gets them back. Keys are not cleared: each test
+    works under a prefix (a fleet group) of its own.
+    """
+    _etcd_cluster_session.ensure_all_running()
+    return _etcd_cluster_session

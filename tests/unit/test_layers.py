@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md, enforced: dependencies point down, docker/click/rich stay in place.
+"""The layers of DESIGN.md, enforced: dependencies point down, docker/etcd3gw/click/rich stay in place.
 
 Lazy imports inside functions count too: a layer violation is a violation wherever it hides.
 """
@@ -18,6 +18,7 @@ RANKS = {"errors": 0, "constants": 0, "models": 0, "adapters": 1, "domain": 2, "
 # Third-party packages that only some modules may import.
 CONFINED = {
     "docker": ("adapters/engine.py",),
+    "etcd3gw": ("adapters/etcd.py",),
     "click": ("cli/",),
     "rich": ("cli/",),
 }
@@ -60,6 +61,8 @@ def test_package_respects_the_layers() -> None:
         ("domain/bad.py", "from osctl.cli import render\n", "imports osctl.cli"),
         ("models/bad.py", "def f():\n    import osctl.adapters.engine\n", "imports osctl.adapters"),
         ("operations/bad.py", "import docker\n", "imports docker"),
+        ("domain/bad.py", "from etcd3gw.client import Etcd3Client\n", "imports etcd3gw"),
+        ("adapters/registry.py", "import etcd3gw\n", "imports etcd3gw"),
         ("domain/bad.py", "from rich.console import Console\n", "imports rich"),
     ],
 )
