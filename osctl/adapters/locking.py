@@ -23,6 +23,36 @@ SUPERVISOR = "supervise"
 SUPERVISOR_PATIENCE = 15.0  # the supervisor holds the lock only for short repairs
 
 
+def check_unlocked(root: Path) -> None:
+    """Raise ``HostLocked`` now if another command is changing the host.
+
+    Commands plan from the host's state before they take the lock; a plan read from a host in
+    the middle of a change would be wrong (a rollback would say there is nothing to roll back
+    to), so they first check that nobody is changing it. Read-only: it never creates the lock.
+    """
+    try:
+        fd = os.open(root / STATE_DIR / "lock", os.O_RDONLY)
+    except OSError:
+        return  # no lock file yet, or unreadable: the real lock decides later
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if holder and not holder.endswith(f": {SUPERVISOR}"):
+            raise _locked(holder)
+    finally:
+        os.close(fd)
+
+
+def _locked(holder: str) -> HostLocked:
+    return HostLocked(f"another osctl is changing this host ({holder or 'unknown pid'})",
+                      hint="wait for it to finish; the lock goes away when that process ends")
+
+
 @contextlib.contextmanager
 def host_lock(root: Path, purpose: str) -> Iterator[None]:
     """Hold the host's lock for the block, or raise ``HostLocked`` naming the holder.
@@ -50,8 +80,7 @@ def host_lock(root: Path, purpose: str) -> Iterator[None]:
             # The supervisor's holds are short; an empty note is a holder that is just arriving.
             transient = not holder or holder.endswith(f": {SUPERVISOR}")
             if not transient or time.monotonic() >= deadline:
-                raise HostLocked(f"another osctl is changing this host ({holder or 'unknown pid'})",
-                                 hint="wait for it to finish; the lock goes away when that process ends")
+                raise _locked(holder)
             time.sleep(0.05)
         _record(fd, f"pid {os.getpid()}: {purpose}")
         yield

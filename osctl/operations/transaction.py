@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from osctl.adapters.engine import Engine
-from osctl.adapters.locking import host_lock
+from osctl.adapters.locking import check_unlocked, host_lock
 from osctl.adapters.registry import Registry
 from osctl.domain import bootloader, bootpointer, servicegraph, servicestate
 from osctl.domain.journal import Journal, crash_point
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
-from osctl.errors import OsctlError, ServiceFailed, UsageError
+from osctl.errors import OsctlError, ServiceFailed, StateError, UsageError
 from osctl.models.engine import ContainerSpec
 from osctl.models.journal import Kind, Transaction
 from osctl.models.store import BootPointer
@@ -83,6 +83,7 @@ def current_version(settings: Settings) -> str | None:
 
 def decide(settings: Settings, kind: Kind, target: str | None, *, registry: Registry | None = None) -> Plan:
     """Which transaction the command asks for; refuses the wrong direction with the right command."""
+    check_unlocked(settings.root)
     current = current_version(settings)
     pointer = bootpointer.read(settings.root)
     if kind == "rollback":
@@ -147,7 +148,10 @@ def run(settings: Settings, engine: Engine, plan: Plan, *, health_timeout: float
         recovered = recover(settings, engine, say)
         if recovered:
             say("recover", recovered)
-        if plan.to_version == current_version(settings) and not plan.stage:
+        if (now := current_version(settings)) != plan.from_version:
+            raise StateError(f"this host changed while the command was planned: it runs {now or 'nothing'} now, "
+                             f"not {plan.from_version}", hint="run the command again")
+        if plan.to_version == now and not plan.stage:
             return Outcome(plan, "nothing-to-do", f"{plan.to_version} is already running", time.monotonic() - started)
         journal = Journal(settings.root)
         txn = journal.begin("stage" if plan.stage else plan.kind, plan.from_version, plan.to_version)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from tests.faults.conftest import FaultRecord, Host, assert_consistent, installed, osctl_ok
+from tests.faults.conftest import FaultRecord, Host, assert_clear_error, assert_consistent, installed, osctl_ok
 
 
 def wait_for_step(host: Host, proc: subprocess.Popen[str], step: str, timeout: float = 60) -> bool:
@@ -90,3 +90,24 @@ def test_supervisor_sigkilled_and_restarted(host: Host, docker_client: docker.Do
                 p.wait(timeout=30)
         log.close()
     assert_consistent(host, docker_client, "v1.5", marker, record)
+
+
+def test_two_mutating_commands_at_once(host: Host, docker_client: docker.DockerClient,
+                                       fault: Callable[[str], FaultRecord]) -> None:
+    """While an upgrade waits on a health gate that never passes (v1.6), every other mutating
+    command is refused naming the holder; the upgrade then rolls back on its own."""
+    record = fault("second mutating osctl while an upgrade waits on its health gate")
+    marker = installed(host, docker_client, "v1.4")
+    first = subprocess.Popen([sys.executable, "-m", "osctl", "upgrade", "--to", "v1.6", "--health-timeout", "15"],
+                             env=host.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             stdin=subprocess.DEVNULL)
+    try:
+        assert wait_for_step(host, first, "swap"), "the upgrade reached its swap (where v1.6 waits on health)"
+        for args in (("downgrade", "--to", "v1.3"), ("rollback",), ("upgrade", "--to", "v1.5"),
+                     ("prune", "--keep", "0"), ("pin", "v1.4"), ("boot",)):
+            assert_clear_error(host.osctl(*args, timeout=60), 5, f"pid {first.pid}")
+        assert first.poll() is None, "all refused while the upgrade still ran"
+    finally:
+        _, err = first.communicate(timeout=180)
+    assert first.returncode == 1 and "rolled back" in err, err
+    assert_consistent(host, docker_client, "v1.4", marker, record)

@@ -110,3 +110,20 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
         except HostLocked:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_a_command_planned_while_another_changes_the_host_is_refused(tmp_path: Path) -> None:
+    """Plans are read before the lock: one read from a host mid-change must not be carried out."""
+    from osctl.domain.settings import Settings
+    from osctl.operations import transaction
+
+    settings = Settings(env={"OSCTL_ROOT": str(tmp_path), "OSCTL_HOST_ID": "unit-host"})
+    bootpointer.write(tmp_path, BootPointer(default="v1.4", previous="v1.3"))
+    with host_lock(tmp_path, "upgrade v1.5"):  # another command is changing the host
+        with pytest.raises(HostLocked, match=f"pid {os.getpid()}: upgrade v1.5"):
+            transaction.decide(settings, "rollback", None)
+    plan = transaction.decide(settings, "rollback", None)
+    assert (plan.from_version, plan.to_version) == ("v1.4", "v1.3")
+    bootpointer.write(tmp_path, BootPointer(default="v1.5", previous="v1.4"))  # it finished meanwhile
+    with pytest.raises(StateError, match="runs v1.5 now, not v1.4"):
+        transaction.run(settings, None, plan)  # type: ignore[arg-type]  # refused before the engine is used
