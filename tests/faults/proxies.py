@@ -2,7 +2,8 @@
 
 ``FlakyProxy(mode, failures)`` answers the first ``failures`` requests badly (``"500"``: HTTP 500,
 ``"503"``: HTTP 503, ``"reset"``: the connection is closed without an answer), then forwards
-to the registry at 127.0.0.1:5000. ``failures=None`` misbehaves forever.
+to the registry at 127.0.0.1:5000. ``failures=None`` misbehaves forever. ``StreamProxy`` relays
+bytes slowly and can be stopped and started mid-transfer: a registry dying in the middle of a layer.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 UPSTREAM = ("127.0.0.1", 5000)
@@ -86,3 +89,103 @@ class FlakyProxy:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+
+class StreamProxy:
+    """A plain TCP relay to the registry that can be stopped and started again on the same port.
+
+    ``FlakyProxy`` answers whole requests; this one relays bytes as they come, at ``rate`` bytes
+    per second towards the client, so a large layer is still in flight when a test acts.
+    ``on_bytes(total)`` is called (from a relay thread) as the bytes sent to clients grow; it is
+    where a test stops the registry or moves a tag in the middle of a blob.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, rate: int, on_bytes: Callable[[int], None] | None = None) -> None:
+        self.rate, self.on_bytes = rate, on_bytes
+        self.sent = 0
+        self.port = 0
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Listen (again) on the same port; a stopped registry comes back."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        """The registry dies: refuse new connections and cut every open one."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = list(self._sockets), set()
+        for sock in ([listener] if listener else []) + sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def __enter__(self) -> StreamProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(UPSTREAM, timeout=30)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # stopped meanwhile
+                    client.close(), upstream.close()
+                    return
+                self._sockets |= {client, upstream}
+            threading.Thread(target=self._relay, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._relay, args=(upstream, client, True), daemon=True).start()
+
+    def _relay(self, source: socket.socket, target: socket.socket, to_client: bool) -> None:
+        started, moved = time.monotonic(), 0
+        try:
+            while data := source.recv(self.CHUNK):
+                target.sendall(data)
+                if not to_client:
+                    continue
+                moved += len(data)
+                with self._lock:
+                    self.sent += len(data)
+                    total = self.sent
+                if self.on_bytes:
+                    self.on_bytes(total)
+                ahead = moved / self.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                with self._lock:
+                    self._sockets.discard(sock)
+                sock.close()
