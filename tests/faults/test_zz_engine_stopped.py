@@ -1,0 +1,42 @@
+"""dockerd stops in the middle of a swap and comes back: the next ``osctl boot`` recovers.
+
+Named to run last in the fault suite: it stops the engine, which every other test needs, and
+is skipped when anything but this session's test hosts runs on the engine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+
+import docker
+import pytest
+
+from tests.faults.conftest import FaultRecord, Host, assert_clear_error, assert_consistent, installed, osctl_ok
+from tests.faults.test_signals import wait_for_step
+from tests.integration.conftest import SESSION_HOSTS
+from tests.support.engine_tools import engine_is_ours, start_dockerd, stop_dockerd
+
+
+def test_engine_stops_during_swap(host: Host, docker_client: docker.DockerClient,
+                                  fault: Callable[[str], FaultRecord]) -> None:
+    reason = engine_is_ours(docker_client, SESSION_HOSTS)
+    if reason:
+        pytest.skip(f"stopping dockerd would disturb others: {reason}")
+    record = fault("dockerd stopped during the swap, started again, then osctl boot")
+    marker = installed(host, docker_client, "v1.4")
+    upgrade = subprocess.Popen([sys.executable, "-m", "osctl", "upgrade", "--to", "v1.6", "--health-timeout", "30"],
+                               env=host.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               stdin=subprocess.DEVNULL)
+    try:
+        assert wait_for_step(host, upgrade, "swap"), "the upgrade reached its swap"
+        stop_dockerd()
+        _, err = upgrade.communicate(timeout=120)
+    finally:
+        start_dockerd(host.root.parent / "dockerd.log")
+    print(f"upgrade when dockerd stopped: exit {upgrade.returncode}: {err.strip()!r}")
+    assert_clear_error(subprocess.CompletedProcess(upgrade.args, upgrade.returncode, "", err), 3, "engine")
+    booted = osctl_ok(host, "boot")
+    assert "v1.4" in booted, booted
+    assert_consistent(host, docker_client, "v1.4", marker, record)
