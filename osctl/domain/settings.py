@@ -2,15 +2,17 @@
 
 ``--root`` picks the host's state folder; ``--host-id`` names the host (default: the root's
 ``etc/machine-id``, created once if missing, as systemd does); ``--image`` names the OS image
-repository. Values are checked with the same validators as the settings file, so a bad value
-fails the same way wherever it came from.
+repository; ``--etcd`` (comma-separated, or repeated) and ``--group`` say where the host's
+fleet coordinates (settings keys ``fleet.etcd`` and ``fleet.group``). Values are checked with
+the same validators as the settings file, so a bad value fails the same way wherever it came
+from.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 from osctl.adapters import fsutil
 from osctl.constants import CONFIG_FILE, DEFAULT_ROOT, MACHINE_ID_FILE
 from osctl.errors import ConfigError, Issue, UsageError
-from osctl.models.refs import validate_host_id, validate_repository
+from osctl.models.refs import validate_etcd_endpoint, validate_group, validate_host_id, validate_repository
 
 if TYPE_CHECKING:
     from osctl.models.settings import HostSettings
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 ENV_ROOT = "OSCTL_ROOT"
 ENV_HOST_ID = "OSCTL_HOST_ID"
 ENV_IMAGE = "OSCTL_IMAGE"
+ENV_ETCD = "OSCTL_ETCD"
+ENV_GROUP = "OSCTL_GROUP"
+DEFAULT_GROUP = "default"
 
 
 @dataclass
@@ -37,6 +42,8 @@ class Settings:
     host_id_option: str | None = None
     image_option: str | None = None
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    etcd_option: str | Sequence[str] | None = None  # one comma-separated string, or several
+    group_option: str | None = None
 
     @cached_property
     def root(self) -> Path:
@@ -78,6 +85,39 @@ class Settings:
             return _checked(validate_repository, *explicit)
         return self._from_file("image")
 
+    @cached_property
+    def etcd_endpoints(self) -> tuple[str, ...]:
+        """The etcd client URLs of the host's fleet; empty when nothing names one (no fleet)."""
+        option = ",".join(self.etcd_option) if not isinstance(self.etcd_option, str | None) else self.etcd_option
+        explicit = _first(("--etcd", option), (ENV_ETCD, self.env.get(ENV_ETCD)))
+        if explicit:
+            origin, text = explicit
+            parts = [part.strip() for part in text.split(",") if part.strip()]
+            if not parts:
+                raise UsageError(f"{origin}: {text!r} names no etcd endpoint (use http://HOST:PORT, comma-separated)")
+            return tuple(dict.fromkeys(_checked(validate_etcd_endpoint, origin, part) for part in parts))
+        if not self.config_path.exists():
+            return ()
+        return tuple(self.file.fleet.etcd)
+
+    @cached_property
+    def group(self) -> str:
+        """The host's fleet group: hosts of one group share a rollout and its concurrency limit."""
+        explicit = _first(("--group", self.group_option), (ENV_GROUP, self.env.get(ENV_GROUP)))
+        if explicit:
+            return _checked(validate_group, *explicit)
+        if not self.config_path.exists():
+            return DEFAULT_GROUP
+        return self.file.fleet.group
+
+    def require_etcd(self) -> tuple[str, ...]:
+        if not self.etcd_endpoints:
+            raise UsageError(
+                "no etcd endpoints are configured for the fleet",
+                hint=f"pass --etcd, set {ENV_ETCD}, or add 'fleet: {{etcd: [http://HOST:2379]}}' to {self.config_path}",
+            )
+        return self.etcd_endpoints
+
     def check_file(self) -> None:
         """Validate the settings file now, if there is one, even when options give every value:
         a broken file must be reported, not silently ignored until the day it is needed."""
@@ -100,16 +140,23 @@ class Settings:
         return self.image
 
     def source_of(self, name: str) -> str:
-        """Where a setting came from, for ``osctl status``."""
+        """Where a setting came from, for ``osctl status``: option, environment, settings file, or
+        what stands in for it (machine-id, unset, default)."""
         option, env = {"host_id": (self.host_id_option, ENV_HOST_ID), "image": (self.image_option, ENV_IMAGE),
-                       "root": (self.root_option, ENV_ROOT)}[name]
+                       "root": (self.root_option, ENV_ROOT), "etcd_endpoints": (self.etcd_option, ENV_ETCD),
+                       "group": (self.group_option, ENV_GROUP)}[name]
         if option:
             return "option"
         if self.env.get(env):
             return "environment"
-        if name != "root" and self._from_file(name):
+        if name in ("host_id", "image") and self._from_file(name):
             return "settings file"
-        return {"host_id": "machine-id", "image": "unset", "root": "default"}[name]
+        if name == "etcd_endpoints" and self.config_path.exists() and self.file.fleet.etcd:
+            return "settings file"
+        if name == "group" and self.config_path.exists() and "group" in self.file.fleet.model_fields_set:
+            return "settings file"
+        return {"host_id": "machine-id", "image": "unset", "root": "default", "etcd_endpoints": "unset",
+                "group": "default"}[name]
 
     def _machine_id(self) -> str:
         path = self.root / MACHINE_ID_FILE
