@@ -22,12 +22,18 @@ def register(request: pytest.FixtureRequest, name: str) -> FaultRecord:
 
 
 def run(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[int, str]:
+    code, _, err = run_both(capsys, root, *args)
+    return code, err
+
+
+def run_both(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[int, str, str]:
     capsys.readouterr()
     try:
         code = main(["--root", str(root), "--host-id", "fuzz", "--image", "127.0.0.1:1/osctl/os", *args])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 versions = st.one_of(st.text(max_size=40), st.from_regex(r"v?[0-9.]{0,8}[-+]?[a-z0-9.]{0,6}", fullmatch=True))
@@ -51,7 +57,12 @@ def test_arbitrary_versions(request: pytest.FixtureRequest, tmp_path: Path, caps
 
 
 def mutate(data: st.DataObject) -> str:
-    lines = MANIFEST.splitlines(keepends=True)
+    return mutate_lines(MANIFEST, data)
+
+
+def mutate_lines(text: str, data: st.DataObject) -> str:
+    """Drop, duplicate, replace, cut, indent or garble a few lines of a YAML document."""
+    lines = text.splitlines(keepends=True)
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(lines) - 1))
         op = data.draw(st.sampled_from(["drop", "dup", "replace", "truncate", "indent", "junk"]))
@@ -84,5 +95,59 @@ def test_mutated_manifests(request: pytest.FixtureRequest, tmp_path: Path,
         code, err = run(capsys, tmp_path, "image", "validate", str(target))
         assert code in (0, 2), (code, err)
         assert "Traceback" not in err
+
+    check()
+
+
+USER_DATA = (Path(__file__).resolve().parents[2] / "examples/user-data/extra-service.yaml").read_text()
+
+
+def test_mutated_user_data(request: pytest.FixtureRequest, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    register(request, "mutated #cloud-config to osctl cloud-init validate/show")
+    target = tmp_path / "user-data"
+
+    @SETTINGS
+    @given(data=st.data(), command=st.sampled_from(["validate", "show"]))
+    def check(data: st.DataObject, command: str) -> None:
+        text = mutate_lines(USER_DATA, data)
+        target.write_text(text, encoding="utf-8", errors="surrogatepass")
+        code, out, err = run_both(capsys, tmp_path, "cloud-init", command, str(target))
+        assert "Traceback" not in err + out, err
+        if command == "validate":  # a checker: 0 valid, 1 errors (listed with line and column), 2 warnings
+            assert code in (0, 1, 2), (code, err, text)
+            assert code != 1 or f"{target}:" in out, out
+        else:
+            assert code in (0, 2), (code, err, text)
+            assert code == 0 or len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err
+
+    check()
+
+
+COMMANDS = [["list-versions"], ["status"], ["pull"], ["upgrade"], ["downgrade"], ["rollback"], ["pin"], ["unpin"],
+            ["prune"], ["boot"], ["service", "list"], ["service", "logs"], ["service", "up"], ["service", "down"],
+            ["service", "restart"], ["image", "validate"], ["cloud-init", "show"], ["cloud-init", "validate"],
+            ["cloud-init", "apply"], ["service"], ["image"], ["cloud-init"]]
+WORDS = ["--to", "--json", "--offline", "--all", "--keep", "--dry-run", "--yes", "--stage", "--force", "--no-pull",
+         "--health-timeout", "--quiet", "--strict", "v1.5", "v1.3", "v2", "-1", "0", "3", "1e9", "nan", "syslog",
+         "ntp", "--", "-", "/dev/null", "/nonexistent", "."]
+
+
+def test_arbitrary_command_lines(request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any command line, with no engine and no registry: exit 0 or one error line, never a traceback."""
+    register(request, "arbitrary command lines (no engine, no registry)")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    token = st.one_of(st.sampled_from(WORDS), st.text(min_size=1, max_size=12))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(command=st.sampled_from(COMMANDS), args=st.lists(token, max_size=4))
+    def check(command: list[str], args: list[str]) -> None:
+        if any("\x00" in a for a in args):
+            return  # argv cannot hold NUL
+        code, err = run(capsys, tmp_path, *command, *args)
+        assert "Traceback" not in err and "internal error" not in err, (command, args, err)
+        assert code == 0 or len([line for line in err.splitlines() if line.startswith("error:")]) == 1 \
+            or err.startswith("Usage:"), (command, args, code, err)
 
     check()
