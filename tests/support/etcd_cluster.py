@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ETCD = "/usr/bin/etcd"
 HOST = "127.0.0.1"
@@ -115,6 +116,18 @@ class EtcdCluster:
         self._wait(lambda: all(_healthy(m.client_url) for m in self.members if m.running), timeout,
                    "the cluster to become healthy")
 
+    def leader(self) -> int | None:
+        """The index of the member that leads now (None without one): stopping it forces an election."""
+        ids: dict[str, int] = {}
+        leader = None
+        for i, member in enumerate(self.members):
+            if member.running:
+                status = _post(member.client_url, "/v3/maintenance/status", {})
+                if status:
+                    ids[status["header"]["member_id"]] = i
+                    leader = status.get("leader") or leader
+        return ids.get(leader) if leader else None
+
     def ensure_all_running(self, timeout: float = 30.0) -> None:
         """Restart members a test stopped, so the next test starts from a whole cluster."""
         for i, member in enumerate(self.members):
@@ -182,6 +195,15 @@ def _healthy(url: str) -> bool:
             return json.loads(resp.read()).get("health") == "true"
     except (OSError, ValueError):
         return False
+
+
+def _post(url: str, path: str, body: dict[str, object]) -> dict[str, Any] | None:
+    request = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method="POST")
+    try:
+        with _NO_PROXY.open(request, timeout=2.0) as resp:
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
