@@ -71,7 +71,7 @@ def test_a_stopped_member_changes_nothing(etcd: Etcd, etcd_cluster: EtcdCluster,
     assert etcd.create(f"{prefix}new", {"v": 2}) is not None
     lease = etcd.grant(10)
     assert etcd.keepalive(lease) and etcd.revoke(lease)
-    assert time.monotonic() - started < 5  # a new leader, maybe; never a long stall
+    assert time.monotonic() - started < 10  # a new leader, maybe; never a long stall
 
 
 def test_lost_quorum_is_unavailable_within_the_deadline(etcd_cluster: EtcdCluster, prefix: str) -> None:
@@ -82,7 +82,7 @@ def test_lost_quorum_is_unavailable_within_the_deadline(etcd_cluster: EtcdCluste
         started = time.monotonic()
         with pytest.raises(EtcdUnavailable) as caught:
             operation()
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < 8  # 2 passes of 1 s timeouts; generous for a loaded machine
         assert etcd_cluster.endpoint(1) in caught.value.message and "connection refused" in caught.value.message
         assert "no answer within 1 s" in caught.value.message  # the member left has no leader
     etcd_cluster.start_member(1)  # a majority again: it serves

@@ -215,7 +215,7 @@ def test_without_quorum_nobody_gets_a_slot_and_nothing_hangs(etcd_cluster: EtcdC
         started = time.monotonic()
         with pytest.raises(EtcdUnavailable):
             call()
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < 8  # 2 passes of 1 s timeouts; generous for a loaded machine
     etcd_cluster.start_member(1)
     assert sem.acquire("host-b", VERSION, lease, 1) is None  # host-a still holds it: no swap without a slot
     assert sem.release("host-a")

@@ -98,7 +98,7 @@ def test_the_deadline_bounds_the_retries(monkeypatch: pytest.MonkeyPatch) -> Non
     started = time.monotonic()
     with pytest.raises(EtcdUnavailable):
         client.revision()
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3  # 100 attempts would take 20 s
 
 
 def test_a_real_refused_port_is_unavailable_quickly() -> None:
@@ -108,7 +108,7 @@ def test_a_real_refused_port_is_unavailable_quickly() -> None:
     started = time.monotonic()
     with pytest.raises(EtcdUnavailable, match=f"http://127.0.0.1:{port} \\(connection refused\\)"):
         Etcd([f"http://127.0.0.1:{port}"], timeout=1, attempts=2).get("/k")
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # generous: a loaded machine; a hang would be far longer
 
 
 def test_create_that_lost_its_answer_recognises_its_own_write(monkeypatch: pytest.MonkeyPatch) -> None:
