@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -104,18 +105,29 @@ def host(make_host: Callable[[], Host]) -> Host:
     return make_host()
 
 
+def _containers(client: docker.DockerClient, selector: dict[str, str]) -> list[docker.models.containers.Container]:
+    """The SDK inspects each listed container: one removed meanwhile (by another test process on
+    the same engine) is a 404; list again."""
+    for _ in range(5):
+        try:
+            return client.containers.list(all=True, filters=selector)  # type: ignore[no-any-return]
+        except docker.errors.NotFound:
+            time.sleep(0.1)
+    return client.containers.list(all=True, filters=selector)  # type: ignore[no-any-return]
+
+
 def host_objects(client: docker.DockerClient, host_id: str) -> list[tuple[str, str]]:
     """Containers, volumes and image hold tags of one host."""
     selector = {"label": f"{HOST_LABEL}={host_id}"}
     holds = f"{HOLD_REPOSITORY}/{host_id.lower()}/"
-    return ([("container", c.name) for c in client.containers.list(all=True, filters=selector)]
+    return ([("container", c.name) for c in _containers(client, selector)]
             + [("volume", v.name) for v in client.volumes.list(filters=selector)]
             + [("tag", t) for image in client.images.list() for t in image.tags if t.startswith(holds)])
 
 
 def leftovers_of_test_hosts(client: docker.DockerClient) -> list[tuple[str, str]]:
     selector = {"label": HOST_LABEL}
-    found = [("container", c.name, c.labels) for c in client.containers.list(all=True, filters=selector)]
+    found = [("container", c.name, c.labels) for c in _containers(client, selector)]
     found += [("volume", v.name, v.attrs.get("Labels") or {}) for v in client.volumes.list(filters=selector)]
     found += [("tag", t, {HOST_LABEL: t.split("/")[1]}) for image in client.images.list() for t in image.tags
               if t.startswith(f"{HOLD_REPOSITORY}/")]  # hold tags carry the host id lower-cased, as ours are
