@@ -24,6 +24,8 @@ class AppContext:
     root: str | None = None
     host_id: str | None = None
     image: str | None = None
+    etcd: str | None = None
+    group: str | None = None
     json: bool = False
     debug: bool = False
     _settings: Settings | None = field(default=None, repr=False)
@@ -34,7 +36,8 @@ class AppContext:
         if self._settings is None:
             from osctl.domain.settings import Settings
 
-            self._settings = Settings(self.root, self.host_id, self.image)
+            self._settings = Settings(self.root, self.host_id, self.image, etcd_option=self.etcd,
+                                      group_option=self.group)
             self._settings.check_file()
         return self._settings
 

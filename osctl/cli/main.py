@@ -39,6 +39,8 @@ class LazyGroup(click.Group):
         "rollback": ("osctl.cli.transaction_cmd", "rollback"),
         "boot": ("osctl.cli.transaction_cmd", "boot"),
         "cloud-init": ("osctl.cli.cloudinit_cmd", "cloud_init"),
+        "agent": ("osctl.cli.agent_cmd", "agent"),
+        "fleet": ("osctl.cli.fleet_cmd", "fleet"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -63,14 +65,18 @@ class LazyGroup(click.Group):
               help="The host's id.  [env: OSCTL_HOST_ID; default: <root>/etc/machine-id]")
 @click.option("--image", metavar="REPO",
               help="OS image repository without a tag, e.g. 127.0.0.1:5000/osctl/os.  [env: OSCTL_IMAGE]")
+@click.option("--etcd", metavar="URLS",
+              help="etcd client URLs, comma-separated, for the fleet.  [env: OSCTL_ETCD; settings: fleet.etcd]")
+@click.option("--group", metavar="G",
+              help="The host's fleet group.  [env: OSCTL_GROUP; settings: fleet.group; default: default]")
 @click.option("--json", "as_json", is_flag=True, help="Print data as JSON (same as each command's --json).")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context
-def cli(ctx: click.Context, root: str | None, host_id: str | None, image: str | None,
-        as_json: bool, debug: bool) -> None:
+def cli(ctx: click.Context, root: str | None, host_id: str | None, image: str | None, etcd: str | None,
+        group: str | None, as_json: bool, debug: bool) -> None:
     """osctl replaces a host's operating system in toto: every OS version is a container
     image, every core service a container, and upgrades swap the whole set atomically."""
-    app = AppContext(root=root, host_id=host_id, image=image, json=as_json, debug=debug)
+    app = AppContext(root=root, host_id=host_id, image=image, etcd=etcd, group=group, json=as_json, debug=debug)
     ctx.obj = app
     ctx.call_on_close(app.close)
     import logging

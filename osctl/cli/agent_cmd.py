@@ -1,0 +1,44 @@
+"""``osctl agent``: the long-running per-host update agent (see ``osctl.operations.agent``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from types import FrameType
+
+import click
+
+from osctl.cli import render
+from osctl.cli.context import AppContext, pass_app
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Check once, act on it, and exit (for cron and tests).")
+@click.option("--lease-ttl", default=10, show_default=True, type=click.IntRange(min=2, max=3600),
+              help="Seconds after which a host that stopped answering frees its slot and leaves the inventory.")
+@pass_app
+def agent(app: AppContext, once: bool, lease_ttl: int) -> None:
+    """Apply the host's update policy (manual, download-only, auto) until SIGTERM.
+
+    With fleet settings (--etcd, OSCTL_ETCD or fleet.etcd) the host follows its group's
+    rollout and swaps only in a slot of the group's semaphore; without, it takes the pinned
+    version or the newest release. A swap in progress is finished before the agent stops.
+    """
+    from osctl.operations.agent import Agent
+
+    settings = app.settings
+    settings.file.update  # noqa: B018 - a bad settings file is reported before anything starts
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        render.info(f"received {signal.Signals(signum).name}; stopping after the current step")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    fleet = f"group {settings.group} via {','.join(settings.etcd_endpoints)}" if settings.etcd_endpoints else "alone"
+    render.info(f"agent for host {settings.host_id} (pid {os.getpid()}), {fleet}, "
+                f"policy {settings.file.update.policy}")
+    runner = Agent(settings, app.engine, lease_ttl=lease_ttl, events=lambda what, detail: render.info(f"{what}: {detail}"))
+    runner.run(stop, once=once)

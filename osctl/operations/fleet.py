@@ -1,0 +1,114 @@
+"""What an operator does to a group of hosts: start a rollout, watch it, pause, resume, abort it.
+
+Nothing here touches a host: the rollout record in etcd is the whole interface. The hosts'
+agents read it at every check and act on their own (``osctl.operations.agent``); a pause or an
+abort stops new swaps at once, while a host already swapping finishes (or rolls back).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from osctl.adapters.registry import Registry
+from osctl.domain.fleetslots import FleetSemaphore, Slot
+from osctl.domain.fleetstate import read_hosts, read_rollout, update_rollout, write_rollout
+from osctl.errors import NotFoundError, UsageError
+from osctl.models.fleet import ALL_AT_ONCE, HostState, Rollout, RolloutState, Wave
+from osctl.models.version import OsVersion
+from osctl.operations.pull import resolve
+
+if TYPE_CHECKING:
+    from osctl.adapters.etcd import Etcd
+    from osctl.domain.settings import Settings
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class RolloutRequest:
+    """What ``osctl fleet rollout`` asks for, before it becomes a record."""
+
+    target: str
+    max_concurrent: int = 1
+    waves: tuple[Wave, ...] = ALL_AT_ONCE
+    failure_budget: int = 1
+
+
+def start_rollout(settings: Settings, etcd: Etcd, request: RolloutRequest, *, check_registry: bool = True,
+                  clock: Callable[[], datetime] = _utcnow) -> tuple[Rollout, Rollout | None]:
+    """Write the group's rollout (replacing any other); returns it and the one it replaced.
+
+    The version is looked up in the registry first when one is configured: a typo would
+    otherwise only show up as every host of the group failing to stage.
+    """
+    tag = OsVersion.parse(request.target).tag
+    if check_registry and settings.image:
+        resolve(Registry(settings.image), settings.image, tag)
+    now = clock()
+    rollout = Rollout(target=tag, max_concurrent=request.max_concurrent, waves=request.waves,
+                      seed=random.SystemRandom().randrange(2**31), failure_budget=request.failure_budget,
+                      state="active", started_at=now, updated_at=now)
+    previous = read_rollout(etcd, settings.group)
+    write_rollout(etcd, settings.group, rollout)
+    return rollout, previous[0] if previous else None
+
+
+def set_state(settings: Settings, etcd: Etcd, state: RolloutState, reason: str | None,
+              clock: Callable[[], datetime] = _utcnow) -> Rollout:
+    """Pause, resume or abort the group's rollout (compare-and-swap: a racing agent's failure report stays)."""
+    allowed: dict[RolloutState, set[str]] = {"paused": {"active"}, "active": {"paused"},
+                                             "aborted": {"active", "paused"}}
+
+    def change(rollout: Rollout) -> Rollout | None:
+        if rollout.state == state:
+            return None
+        if rollout.state not in allowed[state]:
+            raise UsageError(f"the rollout of {rollout.target} in group {settings.group} is {rollout.state}; "
+                             f"it cannot become {state}", hint="osctl fleet rollout --to V starts a new one")
+        return rollout.model_copy(update={"state": state, "reason": reason, "updated_at": clock()})
+
+    updated = update_rollout(etcd, settings.group, change)
+    if updated is None:
+        raise NotFoundError(f"group {settings.group} has no rollout", hint="osctl fleet rollout --to V starts one")
+    return updated
+
+
+@dataclass
+class FleetStatus:
+    """A group at one moment: its rollout, its live hosts, who holds a slot."""
+
+    group: str
+    rollout: Rollout | None
+    hosts: list[HostState]
+    slots: list[Slot] = field(default_factory=list)
+
+    @property
+    def on_target(self) -> int:
+        return sum(1 for h in self.hosts if self.rollout and h.running == self.rollout.target)
+
+    def as_dict(self) -> dict[str, Any]:
+        rollout = self.rollout.model_dump(mode="json") if self.rollout else None
+        return {
+            "group": self.group,
+            "rollout": rollout,
+            "progress": {"hosts": len(self.hosts), "on_target": self.on_target,
+                         "failed": len(self.rollout.failures) if self.rollout else 0},
+            "by_version": dict(sorted(Counter(h.running or "none" for h in self.hosts).items())),
+            "by_phase": dict(sorted(Counter(h.phase for h in self.hosts).items())),
+            "slots": [{"index": s.index, "host_id": s.holder.host_id, "version": s.holder.version,
+                       "acquired_at": s.holder.acquired_at.isoformat()} for s in self.slots],
+            "hosts": [h.model_dump(mode="json") for h in self.hosts],
+        }
+
+
+def status(settings: Settings, etcd: Etcd) -> FleetStatus:
+    found = read_rollout(etcd, settings.group)
+    return FleetStatus(settings.group, found[0] if found else None, read_hosts(etcd, settings.group),
+                       FleetSemaphore(etcd, settings.group).slots())
