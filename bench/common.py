@@ -1,27 +1,43 @@
-"""Shared pieces of the benchmarks: timing whole commands, summarising, printing, JSON out.
+"""Shared pieces of the benchmarks: timing, summarising, the one table, hosts, child processes.
 
 Every figure is a median over repeated runs with its spread (min..max); a spread wider than
 half the median is flagged, because such a figure says more about the machine than the tool.
+
+Each benchmark is a ``Bench``: ``prepare`` (set-up, not measured), ``measure`` (returns a
+``Section``: rows for bench/run's one table, and every figure for the script's own report)
+and ``clean`` (removes all it made, safe to call at any point, also after a failure or
+Ctrl-C). Each script runs its bench alone with ``run_alone``; bench/run runs them all.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(os.environ.get("OSCTL_VENV", REPO / ".venv")) / "bin"
 OSCTL = [str(VENV_BIN / "osctl")]
 DOCKER = ["/usr/bin/docker"]  # Debian's client, matching the engine (not a newer one on PATH)
 REGISTRY = os.environ.get("OSCTL_REGISTRY", "127.0.0.1:5000")
+HOST_LABEL = "io.osctl.host"
+VERSION_LABEL = "io.osctl.version"
+SERVICE_LABEL = "io.osctl.service"
+HOLD_REPOSITORY = "osctl-hold"  # osctl.domain.naming: osctl-hold/<host>/<version>:<image id>
 sys.path.insert(0, str(REPO))
+STARTED = time.monotonic()
 
 
 @dataclass
@@ -67,8 +83,7 @@ def report(title: str, figures: list[Figure], json_path: str | None = None) -> N
     print(f"\n{title}")
     print(f"{'figure':48} {'median':>10} {'spread':>19} {'goal':>9}  ")
     for f in figures:
-        scale = 1000.0 if f.unit == "s" else 1.0
-        unit = "ms" if f.unit == "s" else f.unit
+        scale, unit = {"s": (1000.0, "ms"), "B": (1e-3, "KB")}.get(f.unit, (1.0, f.unit))
         goal = f"{f.goal * scale:.0f} {unit}" if f.goal is not None else ""
         verdict = {True: "ok", False: "MISSED", None: ""}[f.meets_goal]
         warn = "  (wide spread)" if f.wide else ""
@@ -85,3 +100,293 @@ def warn_wide(figures: list[Figure]) -> None:
         if f.wide:
             print(f"warning: {f.name.strip()}: spread {f.low:.4g}..{f.high:.4g} {f.unit} is wider than half "
                   f"the median ({f.median:.4g}); the machine was busy, repeat before trusting it")
+
+
+def say(text: str) -> None:
+    """Progress on stdout, stamped with the seconds since the benchmarks started."""
+    print(f"[{time.monotonic() - STARTED:4.0f} s] {text}", flush=True)
+
+
+# -- the one table ------------------------------------------------------------------------------
+@dataclass
+class Goal:
+    """A goal as the table shows it (``text``) and as a limit on osctl's median, in its unit."""
+
+    text: str
+    limit: float
+
+
+@dataclass
+class Row:
+    """One line of bench/run's table: osctl's figure beside the peer and the floor of the same run."""
+
+    name: str
+    osctl: Figure
+    peer: Figure | None = None
+    floor: Figure | None = None
+    goals: list[Goal] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float | None:
+        return self.osctl.median / self.peer.median if self.peer and self.peer.median else None
+
+    @property
+    def over_floor(self) -> float | None:
+        return self.osctl.median / self.floor.median if self.floor and self.floor.median else None
+
+    @property
+    def missed(self) -> list[Goal]:
+        return [g for g in self.goals if self.osctl.median > g.limit]
+
+    @property
+    def met(self) -> bool | None:
+        return None if not self.goals else not self.missed
+
+    def figures(self) -> list[Figure]:
+        return [f for f in (self.osctl, self.peer, self.floor) if f is not None]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "unit": self.osctl.unit, "osctl": asdict(self.osctl),
+                "peer": asdict(self.peer) if self.peer else None,
+                "floor": asdict(self.floor) if self.floor else None,
+                "ratio": self.ratio, "over_floor": self.over_floor,
+                "goals": [{**asdict(g), "met": self.osctl.median <= g.limit} for g in self.goals],
+                "met": self.met, "wide": [f.name for f in self.figures() if f.wide]}
+
+
+@dataclass
+class Section:
+    """What one bench measured: rows for the table, its own tables of figures, and notes."""
+
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    tables: list[tuple[str, list[Figure]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def figures(self) -> list[Figure]:
+        return [f for _title, figures in self.tables for f in figures]
+
+
+class Bench:
+    """One benchmark. ``clean`` must work whatever ``prepare`` or ``measure`` got to."""
+
+    name = ""
+    title = ""
+
+    def prepare(self) -> None:
+        """Everything not measured that must exist before ``measure`` (images, hosts)."""
+
+    def measure(self) -> Section:
+        raise NotImplementedError
+
+    def clean(self) -> list[str]:
+        """Remove everything this bench made; returns what needed more than the tools' own commands."""
+        return []
+
+
+def fmt(value: float, unit: str) -> str:
+    """A value the way a person reads it: ms or s, %, MB, bytes in B/KB/MB."""
+    if unit == "s":
+        return f"{value * 1000:.0f} ms" if abs(value) < 1 else f"{value:.2f} s"
+    if unit == "B":
+        for limit, name, div in ((1e6, "MB", 1e6), (1e3, "KB", 1e3)):
+            if abs(value) >= limit:
+                return f"{value / div:.1f} {name}"
+        return f"{value:.0f} B"
+    if unit == "%":
+        return f"{value:.1f} %"
+    return f"{value:.1f} {unit}"
+
+
+def fmt_spread(f: Figure) -> str:
+    return "(one run)" if f.runs == 1 else f"{fmt(f.low, f.unit)}..{fmt(f.high, f.unit)}"
+
+
+# -- processes ------------------------------------------------------------------------------------
+_children: set[subprocess.Popen[str]] = set()
+_children_lock = threading.Lock()
+
+
+def run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end. Children are tracked so that Ctrl-C, in whatever thread it
+    lands, lets each of them finish its own clean-up first (an osctl rollback, say)."""
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    with _children_lock:
+        _children.add(proc)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        stop_children()
+        raise
+    finally:
+        with _children_lock:
+            _children.discard(proc)
+    result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {(err or out).strip()[-800:]}")
+    return result
+
+
+def stop_children(grace: float = 60.0) -> None:
+    """SIGINT to every command still running (once), then wait for them; kill what is left."""
+    with _children_lock:
+        live = [p for p in _children if p.poll() is None]
+    for proc in live:
+        try:
+            proc.send_signal(signal.SIGINT)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    for proc in live:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def parallel(calls: list[Callable[[], Any]], workers: int | None = None) -> list[Any]:
+    """Run the calls in threads and return their results; on any failure or Ctrl-C the running
+    commands are stopped first, so that no thread is left waiting on one."""
+    pool = ThreadPoolExecutor(max_workers=workers or max(1, len(calls)))
+    futures = []
+    try:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        stop_children()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _interrupted(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def interruptible() -> None:
+    """Ctrl-C and SIGTERM end a bench through its clean-up, also when it was started in the
+    background (where a shell leaves SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
+
+
+# -- hosts ----------------------------------------------------------------------------------------
+class BenchHost:
+    """One osctl host of a bench (id ``bench-...``, its own root under .run/), driven through
+    the CLI as a user would, and removed again, whatever state it is in."""
+
+    def __init__(self, host_id: str, root: Path, image: str) -> None:
+        self.host_id = host_id
+        self.root = root
+        self.image = image
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OSCTL_")}
+        self.env = {**base, "OSCTL_ROOT": str(root), "OSCTL_HOST_ID": host_id, "OSCTL_IMAGE": image}
+
+    def fresh(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+
+    def osctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run([*OSCTL, *args], env=self.env, check=check)
+
+    def osctl_json(self, *args: str) -> Any:
+        return json.loads(self.osctl(*args, "--json").stdout)
+
+    def tear_down(self, client: Any) -> list[str]:
+        """``service down`` and ``prune``, then what is left by label and name: containers,
+        volumes, hold tags (the running and previous versions are protected from prune), root."""
+        problems = []
+        if self.root.exists():
+            for args in (("service", "down"), ("prune", "--keep", "0")):
+                proc = self.osctl(*args, check=False)
+                if proc.returncode not in (0, 2):
+                    problems.append(f"osctl {' '.join(args)} ({self.host_id}): {proc.stderr.strip()[-200:]}")
+        problems += remove_host_objects(client, self.host_id)
+        shutil.rmtree(self.root, ignore_errors=True)
+        return problems
+
+
+def remove_host_objects(client: Any, host_id: str, quiet: bool = False) -> list[str]:
+    """Remove every container and volume labelled with ``host_id`` and its hold tags."""
+    problems = []
+    label = {"label": [f"{HOST_LABEL}={host_id}"]}
+    for container in client.api.containers(all=True, filters=label):
+        if not quiet:
+            problems.append(f"container {container['Names'][0]} left by osctl; removing it")
+        client.api.remove_container(container["Id"], force=True)
+    for volume in client.api.volumes(filters=label).get("Volumes") or []:
+        client.api.remove_volume(volume["Name"], force=True)
+    hold = f"{HOLD_REPOSITORY}/{host_id.lower()}/"
+    for image in client.api.images(all=True):
+        for tag in image.get("RepoTags") or []:
+            if tag.startswith(hold):
+                client.api.remove_image(tag, noprune=True)
+    return problems
+
+
+def remove_images(client: Any, refs: list[str]) -> list[str]:
+    """Remove images by id or name (force: every name goes); gone already is fine."""
+    import docker
+
+    problems = []
+    for ref in refs:
+        try:
+            client.api.remove_image(ref, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            problems.append(f"removing image {ref[:40]}: {exc}")
+    return problems
+
+
+def os_manifest(version: str, services: dict[str, dict[str, Any]], script: str) -> str:
+    """A release.yaml with these services (one JSON object a line), and v1.5's boot section
+    and min_upgrade_from as shipped."""
+    source = (REPO / "system-images/versions/v1.5/release.yaml").read_text()
+    tail = source[source.index("\nboot:"):]
+    lines = [f"# osctl-bench: {len(services)} busybox services for {script}", f"version: {version}", "services:"]
+    lines += [f"  {name}: {json.dumps(spec)}" for name, spec in services.items()]
+    return "\n".join(lines) + tail
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2, like osctl's own."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# -- running one bench alone ----------------------------------------------------------------------
+def run_alone(bench: Bench, json_path: str | None = None) -> None:
+    """What each script does by itself: prepare, measure, print its own tables and notes,
+    and clean up whatever happens (Ctrl-C included)."""
+    interruptible()
+    try:
+        bench.prepare()
+        section = bench.measure()
+        for title, figures in section.tables:
+            report(title, figures)
+        for note in section.notes:
+            print(note)
+        warn_wide(section.figures())
+        if json_path:
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_path).write_text(json.dumps([asdict(f) for f in section.figures()], indent=2) + "\n")
+    finally:
+        stop_children()
+        for problem in bench.clean():
+            print(f"clean-up: {problem}")
+        print(f"(done in {time.monotonic() - STARTED:.0f} s)")
+
+
+def main_alone(main: Callable[[], None]) -> None:
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted (everything the bench made is removed again)")
+        raise SystemExit(130) from None

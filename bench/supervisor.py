@@ -27,12 +27,8 @@ handled, that run's split goes negative (its total stays right).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import shutil
 import signal
-import statistics
 import subprocess
 import threading
 import time
@@ -42,13 +38,12 @@ from typing import Any
 
 import docker
 
-from common import OSCTL, REGISTRY, REPO, Figure, figure, report, warn_wide
+from common import (HOST_LABEL, OSCTL, REGISTRY, REPO, SERVICE_LABEL, Bench, BenchHost, Figure, Goal, Parser, Row,
+                    Section, figure, main_alone, os_manifest, parallel, remove_images, run_alone, say)
 from tests.support import registry_tools
 
 BENCH_REPO = "osctl-bench/supervisor-os"
 SOURCE = f"{REGISTRY}/osctl/os:v1.5"
-HOST_LABEL = "io.osctl.host"
-SERVICE_LABEL = "io.osctl.service"
 SLICE = 5.0  # seconds per CPU sample: the CLI's default reconcile interval, one reconcile each
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -97,11 +92,7 @@ def manifest_text(version: str, count: int, health_interval: float) -> tuple[str
                     "volumes": ["logs:/var/log"], "network_mode": "none"}
         services[name] = {**spec, "depends_on": depends, "restart": "always"}
         names.append(name)
-    source = (REPO / "system-images/versions/v1.5/release.yaml").read_text()
-    tail = source[source.index("\nboot:"):]  # boot files and min_upgrade_from as shipped
-    lines = [f"# osctl-bench: {count} busybox services for bench/supervisor.py", f"version: {version}", "services:"]
-    lines += [f"  {name}: {json.dumps(spec)}" for name, spec in services.items()]
-    return "\n".join(lines) + tail, names
+    return os_manifest(version, services, "bench/supervisor.py"), names
 
 
 # -- engine events and processes -------------------------------------------------------------
@@ -231,25 +222,18 @@ def dockerd_pid() -> int:
 
 
 # -- one host ---------------------------------------------------------------------------------
-class BenchHost:
+class SupervisedHost(BenchHost):
+    """A host running one version of ``count`` services, with the supervisors started on it."""
+
     def __init__(self, count: int, repo: str) -> None:
+        super().__init__(f"bench-sup-{count}", REPO / ".run" / f"bench-supervisor-{count}", repo)
         self.count = count
         self.version = f"v9.{count}.0"
-        self.host_id = f"bench-sup-{count}"
-        self.root = REPO / ".run" / f"bench-supervisor-{count}"
-        self.env = {**os.environ, "OSCTL_ROOT": str(self.root), "OSCTL_HOST_ID": self.host_id, "OSCTL_IMAGE": repo}
         self.text = ""
         self.daemons: list[str] = []
         self.image_id: str | None = None
         self.ref = f"{repo}:{self.version}"
         self.supervisors: list[Supervise] = []
-
-    def osctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*OSCTL, *args], env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if check and proc.returncode != 0:
-            raise SystemExit(f"osctl {' '.join(args)} ({self.host_id}) failed ({proc.returncode}): "
-                             f"{(proc.stderr or proc.stdout).strip()[-600:]}")
-        return proc
 
     def build(self, client: docker.DockerClient, health_interval: float) -> None:
         self.text, self.daemons = manifest_text(self.version, self.count, health_interval)
@@ -257,8 +241,7 @@ class BenchHost:
         self.image_id = client.images.get(self.ref).id
 
     def up(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.root.mkdir(parents=True)
+        self.fresh()
         self.osctl("pull", self.version, "--quiet")
         self.osctl("service", "up", "--version", self.version, "--json")
 
@@ -270,28 +253,14 @@ class BenchHost:
         found = client.api.containers(all=True, filters={"label": [f"{HOST_LABEL}={self.host_id}"]})
         return {c["Labels"].get(SERVICE_LABEL, "?"): c["Id"] for c in found}
 
-    def clean(self, client: docker.DockerClient) -> list[str]:
-        """Remove all of this host; returns what could not be done (nothing, normally)."""
-        problems = []
+    def tear_down(self, client: docker.DockerClient) -> list[str]:
         for sup in self.supervisors:
             sup.terminate()
-        if self.root.exists():
-            for args in (("service", "down"), ("prune", "--keep", "0")):
-                proc = self.osctl(*args, check=False)
-                if proc.returncode not in (0, 2):
-                    problems.append(f"osctl {' '.join(args)}: {proc.stderr.strip()[-200:]}")
-        label = {"label": [f"{HOST_LABEL}={self.host_id}"]}
-        for container in client.api.containers(all=True, filters=label):
-            problems.append(f"container {container['Names'][0]} left by osctl; removing it")
-            client.api.remove_container(container["Id"], force=True)
-        for volume in client.api.volumes(filters=label).get("Volumes") or []:
-            client.api.remove_volume(volume["Name"], force=True)
-        shutil.rmtree(self.root, ignore_errors=True)
-        return problems
+        return super().tear_down(client)
 
 
 # -- the measurements ---------------------------------------------------------------------------
-def restart_latency(client: docker.DockerClient, host: BenchHost, runs: int) -> list[Figure]:
+def restart_latency(client: docker.DockerClient, host: SupervisedHost, runs: int) -> tuple[list[Figure], Row]:
     ids = host.container_ids(client)
     rotation = [name for name in host.daemons if name in ids]
     events = Events(client, host.host_id)
@@ -345,10 +314,15 @@ def restart_latency(client: docker.DockerClient, host: BenchHost, runs: int) -> 
         figure("peer: docker start of the killed container", floor, peer="docker"),
         figure("peer: docker start call returning", calls, peer="docker"),
     ]
-    return [f for f in figures if f is not None]
+    shown = [f for f in figures if f is not None]
+    return shown, Row(f"restart after docker kill, {host.count} services", shown[0], floor=figures[4],
+                      goals=[Goal("< 1 s", 1.0)])
 
 
-def idle_cost(client: docker.DockerClient, host: BenchHost, seconds: float, goals: bool) -> tuple[list[Figure], str]:
+def idle_cost(host: SupervisedHost, seconds: float, goals: bool) -> tuple[list[Figure], list[Row], str]:
+    """CPU and memory of ``osctl supervise`` left alone with a running set (a client of its
+    own: idle windows of several hosts may run at once, in threads)."""
+    client = docker.from_env()
     events = Events(client, host.host_id)
     sup = host.supervise()
     try:
@@ -382,6 +356,7 @@ def idle_cost(client: docker.DockerClient, host: BenchHost, seconds: float, goal
     finally:
         sup.terminate()
         events.close()
+        client.close()
     n = host.count
     figures = [
         figure(f"osctl supervise CPU, {n} services", cpu, unit="%", goal=1.0 if goals else None),
@@ -392,86 +367,95 @@ def idle_cost(client: docker.DockerClient, host: BenchHost, seconds: float, goal
     kinds = ", ".join(f"{action} {count}" for action, count in sorted(seen.items())) or "none"
     note = (f"  {n} services, {elapsed:.0f} s: supervise {mean:.2f} % of a core on average, dockerd {dmean:.2f} %; "
             f"engine events for the host: {sum(seen.values())} ({kinds})")
-    return figures, note
+    rows = [Row(f"supervise idle CPU (% of a core), {n} services", figures[0], peer=figures[3],
+                goals=[Goal("< 1 %", 1.0)] if goals else []),
+            Row(f"supervise idle RSS peak, {n} services", figures[1], goals=[Goal("< 60 MB", 60.0)] if goals else [])]
+    return figures, rows, note
 
 
-def _interrupted(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
+class SupervisorBench(Bench):
+    """Restart latency on the first host; the idle cost of every host, one after the other, or
+    all at once (``concurrent``: separate hosts, each its own supervisor; dockerd is shared,
+    so its CPU beside each is the same window)."""
 
+    name = "supervisor"
+    title = "osctl supervise: restart latency after docker kill, idle cost"
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20, help="kills (and plain engine starts) to time")
-    parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle window")
-    parser.add_argument("--services", type=int, nargs="+", default=[10, 30],
-                        help="service counts of the hosts; the first is also the one whose services are killed")
-    parser.add_argument("--health-interval", type=float, default=5.0,
-                        help="the engine's health-check interval of the services that have one (seconds)")
-    parser.add_argument("--json", dest="json_path")
-    args = parser.parse_args()
-    if any(n < 3 for n in args.services) or args.runs < 1 or args.idle <= 0:
-        parser.error("--services needs counts of at least 3, --runs at least 1, --idle above 0")
+    def __init__(self, counts: list[int], runs: int = 20, idle: float = 60.0, health_interval: float = 5.0,
+                 concurrent: bool = False) -> None:
+        self.repo = f"{REGISTRY}/{BENCH_REPO}"
+        self.hosts = [SupervisedHost(n, self.repo) for n in counts]
+        self.runs, self.idle, self.health_interval, self.concurrent = runs, idle, health_interval, concurrent
+        self.client: docker.DockerClient | None = None
 
-    # Ctrl-C and SIGTERM end the bench through the clean-up below, also when it was started in
-    # the background (where a shell leaves SIGINT ignored).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupted)
-    client = docker.from_env()
-    repo = f"{REGISTRY}/{BENCH_REPO}"
-    hosts = [BenchHost(n, repo) for n in args.services]
-    figures: list[Figure] = []
-    notes: list[str] = []
-    started = time.monotonic()
-    try:
+    def prepare(self) -> None:
+        self.client = client = docker.from_env()
         client.images.pull(SOURCE)
-        print(f"building {', '.join(h.version for h in hosts)} ({', '.join(str(h.count) for h in hosts)} services) "
-              f"in {repo} ...", flush=True)
-        for host in hosts:
-            host.build(client, args.health_interval)
-        for index, host in enumerate(hosts):
-            print(f"{host.host_id}: pull, service up, idle {args.idle:g} s ...", flush=True)
-            host.up()
-            idle_figures, note = idle_cost(client, host, args.idle, goals=host.count == 10)
-            notes.append(note)
-            if index == 0:
-                print(f"{host.host_id}: {args.runs} kills, then {args.runs} plain engine starts ...", flush=True)
-                figures = restart_latency(client, host, args.runs) + figures
-            figures += idle_figures
-            host.osctl("service", "down")  # the next host is measured alone
-        report("osctl supervise: restart latency after docker kill, idle cost", figures, args.json_path)
-        for note in notes:
-            print(note)
-        warn_wide(figures)
-    finally:
+        say(f"supervisor: building {', '.join(h.version for h in self.hosts)} "
+            f"({', '.join(str(h.count) for h in self.hosts)} services) in {self.repo} ...")
+        for host in self.hosts:
+            host.build(client, self.health_interval)
+        self.hosts[0].up()
+
+    def measure(self) -> Section:
+        assert self.client is not None
+        first = self.hosts[0]
+        say(f"supervisor: {first.host_id}: {self.runs} kills, then {self.runs} plain engine starts ...")
+        restart, restart_row = restart_latency(self.client, first, self.runs)
+        idle: list[tuple[list[Figure], list[Row], str]] = []
+        if self.concurrent:
+            for host in self.hosts[1:]:
+                host.up()
+            say(f"supervisor: {', '.join(h.host_id for h in self.hosts)}: idle {self.idle:g} s, all at once ...")
+            idle = parallel([lambda h=h: idle_cost(h, self.idle, goals=h.count == 10) for h in self.hosts])
+        else:
+            for index, host in enumerate(self.hosts):
+                if index:
+                    host.up()
+                say(f"supervisor: {host.host_id}: idle {self.idle:g} s ...")
+                idle.append(idle_cost(host, self.idle, goals=host.count == 10))
+                host.osctl("service", "down")  # the next host is measured alone
+        notes = [note for _f, _r, note in idle]
+        if self.concurrent:
+            notes.append("  the idle windows ran at the same time, one host each; dockerd's CPU is the engine's "
+                         "for all of them")
+        figures = restart + [f for group, _r, _n in idle for f in group]
+        rows = [restart_row] + [row for _f, group, _n in idle for row in group]
+        return Section(self.title, rows, [(self.title, figures)], notes)
+
+    def clean(self) -> list[str]:
+        client = self.client or docker.from_env()
         problems = []
-        for host in hosts:
+        for host in self.hosts:
             try:
-                problems += host.clean(client)
+                problems += host.tear_down(client)
             except Exception as exc:  # noqa: BLE001 - clean what else we can
                 problems.append(f"{host.host_id}: {exc}")
         try:
             registry_tools.delete_repository(REGISTRY, BENCH_REPO)
         except Exception as exc:  # noqa: BLE001
             problems.append(f"deleting {BENCH_REPO} from the registry: {exc}")
-        for host in hosts:
-            for ref in (host.ref, host.image_id):
-                if ref is None:
-                    continue
-                try:
-                    client.images.remove(ref, force=ref == host.image_id)
-                except docker.errors.ImageNotFound:
-                    pass
-                except docker.errors.APIError as exc:
-                    problems.append(f"removing image {ref}: {exc}")
-        client.close()
-        for problem in problems:
-            print(f"clean-up: {problem}")
-        print(f"(done in {time.monotonic() - started:.0f} s)")
+        problems += remove_images(client, [ref for h in self.hosts for ref in (h.ref, h.image_id) if ref])
+        return problems
+
+
+def main() -> None:
+    parser = Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20, help="kills (and plain engine starts) to time")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle window")
+    parser.add_argument("--services", type=int, nargs="+", default=[10, 30],
+                        help="service counts of the hosts; the first is also the one whose services are killed")
+    parser.add_argument("--health-interval", type=float, default=5.0,
+                        help="the engine's health-check interval of the services that have one (seconds)")
+    parser.add_argument("--concurrent-idle", action="store_true",
+                        help="measure the idle windows of all hosts at the same time (each its own host)")
+    parser.add_argument("--json", dest="json_path")
+    args = parser.parse_args()
+    if any(n < 3 for n in args.services) or args.runs < 1 or args.idle <= 0:
+        parser.error("--services needs counts of at least 3, --runs at least 1, --idle above 0")
+    run_alone(SupervisorBench(args.services, args.runs, args.idle, args.health_interval, args.concurrent_idle),
+              args.json_path)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted (everything the bench made is removed again)")
-        raise SystemExit(130) from None
+    main_alone(main)

@@ -55,32 +55,28 @@ registry repository, the images built and the roots under .run/.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
-import signal
 import statistics
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 
-from common import OSCTL, REGISTRY, REPO, Figure, figure, report, warn_wide
+from common import (HOST_LABEL, REGISTRY, REPO, SERVICE_LABEL, VERSION_LABEL, Bench, BenchHost, Figure, Goal,
+                    Parser, Row, Section, figure, main_alone, os_manifest, parallel, remove_images, run, run_alone,
+                    say)
 from tests.support import registry_tools
 
 BENCH_REPO = "osctl-bench/swap-os"
 SOURCE = f"{REGISTRY}/osctl/os:v1.5"
 COMPOSE = ["/usr/bin/docker-compose"]  # Debian's docker-compose 1.29.2 (the Python v1)
-HOST_LABEL = "io.osctl.host"
-VERSION_LABEL = "io.osctl.version"
-SERVICE_LABEL = "io.osctl.service"
 PROJECT_LABEL = "com.docker.compose.project"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 FLOOR_LABEL = "io.osctl-bench.swap-floor"
@@ -143,12 +139,7 @@ def services_for(count: int, flavour: str) -> dict[str, dict[str, Any]]:
 
 
 def manifest_text(version: str, services: dict[str, dict[str, Any]]) -> str:
-    source = (REPO / "system-images/versions/v1.5/release.yaml").read_text()
-    tail = source[source.index("\nboot:"):]  # boot files and min_upgrade_from as shipped
-    lines = [f"# osctl-bench: {len(services)} busybox services for bench/swap.py", f"version: {version}",
-             "services:"]
-    lines += [f"  {name}: {json.dumps(spec)}" for name, spec in services.items()]
-    return "\n".join(lines) + tail
+    return os_manifest(version, services, "bench/swap.py")
 
 
 def longest_chain(services: dict[str, dict[str, Any]]) -> list[str]:
@@ -287,65 +278,6 @@ def last(events: list[Event], action: str, ids: set[str]) -> int | None:
     return max((e.at for e in events if e.action == action and e.id in ids), default=None)
 
 
-# -- processes ------------------------------------------------------------------------------------
-_children: set[subprocess.Popen[str]] = set()
-_children_lock = threading.Lock()
-
-
-def run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command to its end. Children are tracked so that Ctrl-C, in whatever thread it
-    lands, lets each of them finish its own clean-up first (an osctl rollback, say)."""
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    with _children_lock:
-        _children.add(proc)
-    try:
-        out, err = proc.communicate()
-    except BaseException:
-        stop_children()
-        raise
-    finally:
-        with _children_lock:
-            _children.discard(proc)
-    result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
-    if check and proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {(err or out).strip()[-800:]}")
-    return result
-
-
-def stop_children(grace: float = 60.0) -> None:
-    """SIGINT to every command still running (once), then wait for them; kill what is left."""
-    with _children_lock:
-        live = [p for p in _children if p.poll() is None]
-    for proc in live:
-        try:
-            proc.send_signal(signal.SIGINT)
-        except OSError:
-            pass
-    deadline = time.monotonic() + grace
-    for proc in live:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def parallel(calls: list[Callable[[], Any]], workers: int | None = None) -> list[Any]:
-    """Run the calls in threads and return their results; on any failure or Ctrl-C the running
-    commands are stopped first, so that no thread is left waiting on one."""
-    pool = ThreadPoolExecutor(max_workers=workers or max(1, len(calls)))
-    try:
-        futures = [pool.submit(call) for call in calls]
-        return [future.result() for future in futures]
-    except BaseException:
-        stop_children()
-        raise
-    finally:
-        pool.shutdown(wait=True)
-
-
 # -- one size -------------------------------------------------------------------------------------
 @dataclass
 class Size:
@@ -373,11 +305,9 @@ class Size:
         n = self.count
         self.versions = (f"v9.{n}.1", f"v9.{n}.2")
         self.host_id = f"bench-swap-{n}"
-        self.root = REPO / ".run" / f"bench-swap-{n}"
+        self.host = BenchHost(self.host_id, REPO / ".run" / f"bench-swap-{n}", self.repo)
         self.project = f"benchswap{n}"
         self.project_dir = REPO / ".run" / f"bench-swap-compose-{n}"
-        self.env = {**os.environ, "OSCTL_ROOT": str(self.root), "OSCTL_HOST_ID": self.host_id,
-                    "OSCTL_IMAGE": self.repo}
         for version, flavour in zip(self.versions, "ab"):
             self.services[version] = services_for(n, flavour)
         self.running = ""  # the version osctl runs
@@ -397,7 +327,7 @@ class Size:
             self.digests[version] = digests[0]
 
     def osctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run([*OSCTL, *args], env=self.env, check=check)
+        return self.host.osctl(*args, check=check)
 
     def compose(self, version: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run([*COMPOSE, "-p", self.project, "-f", str(self.project_dir / f"{version}.yml"), *args],
@@ -405,8 +335,7 @@ class Size:
 
     def prepare(self) -> None:
         """The roots, both compose files, and both versions stored by osctl (no swap yet)."""
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.root.mkdir(parents=True)
+        self.host.fresh()
         shutil.rmtree(self.project_dir, ignore_errors=True)
         self.project_dir.mkdir(parents=True)
         for version in self.versions:
@@ -649,27 +578,14 @@ class Size:
                     if proc.returncode != 0:
                         problems.append(f"compose down {self.project}: {proc.stderr.strip()[-200:]}")
                     break
-        if self.root.exists():
-            for args in (("service", "down"), ("prune", "--keep", "0")):
-                proc = self.osctl(*args, check=False)
-                if proc.returncode not in (0, 2):
-                    problems.append(f"osctl {' '.join(args)} ({self.host_id}): {proc.stderr.strip()[-200:]}")
-        for label, what in ((f"{HOST_LABEL}={self.host_id}", "osctl"), (f"{PROJECT_LABEL}={self.project}", "compose"),
-                            (f"{FLOOR_LABEL}={self.project}", "floor")):
+        problems += self.host.tear_down(client)
+        for label, what in ((f"{PROJECT_LABEL}={self.project}", "compose"), (f"{FLOOR_LABEL}={self.project}", "floor")):
             for container in client.api.containers(all=True, filters={"label": [label]}):
                 if what != "floor":
                     problems.append(f"container {container['Names'][0]} left by {what}; removing it")
                 client.api.remove_container(container["Id"], force=True)
             for volume in client.api.volumes(filters={"label": [label]}).get("Volumes") or []:
                 client.api.remove_volume(volume["Name"], force=True)
-        # The running and previous versions are protected from prune (the boot pointer names
-        # them), so their hold tags stay: remove this host's ones by name.
-        hold = f"osctl-hold/{self.host_id.lower()}/"
-        for image in client.api.images(all=True):
-            for tag in image.get("RepoTags") or []:
-                if tag.startswith(hold):
-                    client.api.remove_image(tag, noprune=True)
-        shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.project_dir, ignore_errors=True)
         return problems
 
@@ -681,17 +597,6 @@ class Size:
         finally:
             client.close()
 
-    def remove_images(self, client: docker.DockerClient) -> list[str]:
-        problems = []
-        for image_id in self.image_ids.values():
-            try:
-                client.api.remove_image(image_id, force=True)
-            except docker.errors.ImageNotFound:
-                pass
-            except docker.errors.APIError as exc:
-                problems.append(f"removing image {image_id[:19]}: {exc}")
-        return problems
-
 
 # -- the figures ----------------------------------------------------------------------------------
 def ratio(name: str, num: list[float], den: list[float], unit: str, scale: float, goal: float | None) -> Figure:
@@ -701,7 +606,7 @@ def ratio(name: str, num: list[float], den: list[float], unit: str, scale: float
                   len(pairs), goal)
 
 
-def size_figures(s: Size) -> tuple[list[Figure], list[Figure], list[str]]:
+def size_figures(s: Size) -> tuple[list[Figure], list[Figure], list[str], list[Row]]:
     n = s.count
     chain = len(s.chain)
     osctl_med, compose_med, floor_med = (statistics.median(x) for x in (s.downtime, s.c_downtime, s.floor))
@@ -722,6 +627,9 @@ def size_figures(s: Size) -> tuple[list[Figure], list[Figure], list[str]]:
         figure(f"peer: compose down+up -d+healthy, {n} services", s.c_total, peer="docker-compose"),
         figure(f"  compose up -d returned ({n})", s.c_up_returned, peer="docker-compose"),
     ]
+    rows = [Row(f"swap downtime, {n} services", swap[0], peer=swap[1], floor=swap[2],
+                goals=[Goal("<= 1/4 compose", compose_med / 4), Goal("<= 1.5x floor", 1.5 * floor_med)]),
+            Row(f"upgrade, stored versions, {n} services", e2e[0], peer=e2e[2])]
     missed = []
     if osctl_med > compose_med / 4:
         missed.append(f"a quarter of compose ({compose_med / 4:.2f} s)")
@@ -752,7 +660,7 @@ def size_figures(s: Size) -> tuple[list[Figure], list[Figure], list[str]]:
         notes.append(f"    the plain engine doing the whole swap's container work (all {n} stopped at once, then all "
                      f"started in dependency order, no probes): {whole:.2f} s; osctl's downtime is "
                      f"{100 * osctl_med / whole:.0f} % of that")
-    return swap, e2e, notes
+    return swap, e2e, notes, rows
 
 
 def levels(s: Size) -> int:
@@ -768,12 +676,94 @@ def levels(s: Size) -> int:
     return 1 + max(level(name) for name in services)
 
 
-def _interrupted(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
+class SwapBench(Bench):
+    """Per size: osctl swaps, compose swaps and engine floors, interleaved; one size at a time."""
+
+    name = "swap"
+    title = "swap downtime and whole upgrades between stored versions, beside docker-compose and the engine"
+
+    def __init__(self, counts: list[int], runs: int | None = None, compose_runs: int | None = None) -> None:
+        self.repo = f"{REGISTRY}/{BENCH_REPO}"
+        self.sizes = [Size(n, self.repo, runs or (DEFAULT_RUNS if n < 30 else DEFAULT_RUNS_LARGE),
+                           compose_runs or (DEFAULT_COMPOSE_RUNS if n < 30 else DEFAULT_COMPOSE_RUNS_LARGE))
+                      for n in counts]
+        self.client: docker.DockerClient | None = None
+        self.events: Events | None = None
+        self.problems: list[str] = []
+
+    def prepare(self) -> None:
+        if not Path(COMPOSE[0]).exists():
+            raise SystemExit(f"{COMPOSE[0]} is missing: apt-get install docker-compose (scripts/setup installs it)")
+        self.client = client = docker.from_env()
+        self.events = Events(client)
+        client.images.pull(SOURCE)
+        say(f"swap: building {', '.join('/'.join(s.versions) for s in self.sizes)} in {self.repo} ...")
+        for s in self.sizes:
+            s.build(client)
+        say("swap: osctl pull of both versions, every host at once ...")
+        parallel([s.prepare for s in self.sizes])
+        first = self.sizes[0]
+        say(f"swap: {first.host_id}: install {first.versions[0]}; compose {first.project} brings it up too ...")
+        first.set_up(client)
+
+    def measure(self) -> Section:
+        assert self.client is not None and self.events is not None
+        client, events = self.client, self.events
+        swap: list[Figure] = []
+        e2e: list[Figure] = []
+        notes = ["notes (floor: the longest chain of fresh containers started one after the other, each confirmed "
+                 "running; no stop, no probe. Ratios: of the medians, spread over all pairs of runs):"]
+        rows: list[Row] = []
+        for index, s in enumerate(self.sizes):
+            say(f"swap: {s.host_id}: {s.compose_runs} compose swaps, {s.runs} osctl swaps and engine floors "
+                f"(chain of {len(s.chain)}), interleaved; the whole set on the engine once ...")
+            for run_index in range(max(s.runs, s.compose_runs)):
+                if run_index < s.compose_runs:
+                    s.compose_swap(client, events)
+                if run_index < s.runs:
+                    s.osctl_swap(client, events)
+                    s.floor_run(client)
+            s.whole_set_run(client)
+            s.check_same_images(client)
+            a, b, c, d = size_figures(s)
+            swap += a
+            e2e += b
+            notes += c
+            rows += d
+            # This size goes while the next one is set up (neither is measured); the next is
+            # then measured alone.
+            following = self.sizes[index + 1] if index + 1 < len(self.sizes) else None
+            say(f"swap: {s.host_id}: tear down" + (f"; {following.host_id}: install {following.versions[0]}, "
+                                                   f"compose {following.project} up ..." if following else ""))
+            calls: list[Callable[[], Any]] = [lambda s=s: s.tear_down_alone()]
+            if following is not None:
+                calls.append(lambda f=following: f.set_up(client))
+            self.problems += parallel(calls)[0]
+        return Section(self.title, rows, [
+            ("osctl swap downtime: upgrade/downgrade between stored versions, compose and the engine floor "
+             "alongside", swap),
+            ("upgrade end to end: osctl's transaction against compose down + up -d + healthy", e2e)], notes)
+
+    def clean(self) -> list[str]:
+        problems, self.problems = self.problems, []
+        if self.events is not None:
+            self.events.close()
+        client = self.client or docker.from_env()
+        for s in self.sizes:
+            try:
+                problems += s.tear_down(client)
+            except Exception as exc:  # noqa: BLE001 - clean what else we can
+                problems.append(f"{s.host_id}: {exc}")
+        try:
+            registry_tools.delete_repository(REGISTRY, BENCH_REPO)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"deleting {BENCH_REPO} from the registry: {exc}")
+        problems += remove_images(client, [i for s in self.sizes for i in s.image_ids.values()])
+        return problems
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=None,
                         help=f"osctl swaps (and engine floors) per size, alternating A->B and B->A (default "
                              f"{DEFAULT_RUNS}; {DEFAULT_RUNS_LARGE} from 30 services on)")
@@ -787,93 +777,8 @@ def main() -> None:
     if any(n < 3 for n in args.services) or len(set(args.services)) != len(args.services) \
             or min(args.runs or 1, args.compose_runs or 1) < 1:
         parser.error("--services needs distinct counts of at least 3, --runs and --compose-runs at least 1")
-    if not Path(COMPOSE[0]).exists():
-        raise SystemExit(f"{COMPOSE[0]} is missing: apt-get install docker-compose (scripts/setup installs it)")
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupted)
-    client = docker.from_env()
-    repo = f"{REGISTRY}/{BENCH_REPO}"
-    sizes = [Size(n, repo, args.runs or (DEFAULT_RUNS if n < 30 else DEFAULT_RUNS_LARGE),
-                  args.compose_runs or (DEFAULT_COMPOSE_RUNS if n < 30 else DEFAULT_COMPOSE_RUNS_LARGE))
-             for n in args.services]
-    events = Events(client)
-    started = time.monotonic()
-    swap: list[Figure] = []
-    e2e: list[Figure] = []
-    notes: list[str] = []
-    problems: list[str] = []
-    try:
-        client.images.pull(SOURCE)
-
-        def say(text: str) -> None:
-            print(f"[{time.monotonic() - started:4.0f} s] {text}", flush=True)
-
-        say(f"building {', '.join('/'.join(s.versions) for s in sizes)} in {repo} ...")
-        for s in sizes:
-            s.build(client)
-        say("osctl pull of both versions, every host at once ...")
-        parallel([s.prepare for s in sizes])
-        say(f"{sizes[0].host_id}: install {sizes[0].versions[0]}; compose {sizes[0].project} brings it up too ...")
-        sizes[0].set_up(client)
-        for index, s in enumerate(sizes):
-            say(f"{s.host_id}: {s.compose_runs} compose swaps, {s.runs} osctl swaps and engine floors "
-                f"(chain of {len(s.chain)}), interleaved; the whole set on the engine once ...")
-            for run_index in range(max(s.runs, s.compose_runs)):
-                if run_index < s.compose_runs:
-                    s.compose_swap(client, events)
-                if run_index < s.runs:
-                    s.osctl_swap(client, events)
-                    s.floor_run(client)
-            s.whole_set_run(client)
-            s.check_same_images(client)
-            a, b, c = size_figures(s)
-            swap += a
-            e2e += b
-            notes += c
-            # This size goes while the next one is set up (neither is measured); the next is
-            # then measured alone.
-            following = sizes[index + 1] if index + 1 < len(sizes) else None
-            say(f"{s.host_id}: tear down" + (f"; {following.host_id}: install {following.versions[0]}, compose "
-                                             f"{following.project} up ..." if following else " ..."))
-            calls: list[Callable[[], Any]] = [lambda s=s: s.tear_down_alone()]
-            if following is not None:
-                calls.append(lambda f=following: f.set_up(client))
-            problems += parallel(calls)[0]
-        report("osctl swap downtime: upgrade/downgrade between stored versions, compose and the engine "
-               "floor alongside", swap)
-        report("upgrade end to end: osctl's transaction against compose down + up -d + healthy", e2e)
-        print("notes (floor: the longest chain of fresh containers started one after the other, each confirmed "
-              "running; no stop, no probe. Ratios: of the medians, spread over all pairs of runs):")
-        for note in notes:
-            print(note)
-        warn_wide(swap + e2e)
-        if args.json_path:
-            Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json_path).write_text(json.dumps([asdict(f) for f in swap + e2e], indent=2) + "\n")
-    finally:
-        stop_children()
-        events.close()
-        for s in sizes:
-            try:
-                problems += s.tear_down(client)
-            except Exception as exc:  # noqa: BLE001 - clean what else we can
-                problems.append(f"{s.host_id}: {exc}")
-        try:
-            registry_tools.delete_repository(REGISTRY, BENCH_REPO)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"deleting {BENCH_REPO} from the registry: {exc}")
-        for s in sizes:
-            problems += s.remove_images(client)
-        client.close()
-        for problem in problems:
-            print(f"clean-up: {problem}")
-        print(f"(done in {time.monotonic() - started:.0f} s)")
+    run_alone(SwapBench(args.services, args.runs, args.compose_runs), args.json_path)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted (everything the bench made is removed again)")
-        raise SystemExit(130) from None
+    main_alone(main)
