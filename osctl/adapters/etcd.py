@@ -455,6 +455,8 @@ def _connection_reason(exc: etcd_exc.ConnectionFailedError) -> str:
     text = exc.detail_text or ""
     if "Connection refused" in text:
         return "connection refused"
+    if "reset by peer" in text or "Connection aborted" in text or "RemoteDisconnected" in text:
+        return "connection reset"
     if "Name or service not known" in text or "Failed to resolve" in text:
         return "cannot resolve the host name"
     code, message = _error_body(exc)  # a 503 from a member without a leader lands here too

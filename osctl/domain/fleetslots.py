@@ -104,13 +104,18 @@ class FleetSemaphore:
         return None
 
     def release(self, host_id: str) -> bool:
-        """Give back the slot ``host_id`` holds; False when it holds none (already released, or
-        its lease expired). Deletes only a slot still holding this host, compared by revision."""
-        released = False
-        for slot in self.slots():
-            if slot.holder.host_id == host_id:
-                released = self.etcd.delete(slot.key, mod_revision=slot.mod_revision) or released
-        return released
+        """Give back the slot ``host_id`` holds: True when it held one (and now holds none), False
+        when it held none (already released, or its lease expired).
+
+        Deletes only a slot still holding this host, compared by revision: never one that
+        expired and was taken by another host meanwhile. A delete that reports nothing deleted
+        (its answer was lost and the retry found the key gone, or the lease expired just now)
+        still leaves the host without a slot, which is what the caller asked for.
+        """
+        mine = [slot for slot in self.slots() if slot.holder.host_id == host_id]
+        for slot in mine:
+            self.etcd.delete(slot.key, mod_revision=slot.mod_revision)
+        return bool(mine)
 
     def _keep(self, mine: list[Slot], version: str, lease: int) -> Slot | None:
         """The slot the host already holds, moved to ``lease`` if it was under another one."""

@@ -69,6 +69,14 @@ def test_what_another_member_may_serve_is_retried(monkeypatch: pytest.MonkeyPatc
     assert client.revision() == 9 and len(a.calls) == 2
 
 
+def test_reasons_are_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    reset = etcd_exc.ConnectionFailedError(
+        "('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))")
+    client = client_with(monkeypatch, {"http://a:2379": FakeMember(reset)}, attempts=1)
+    with pytest.raises(EtcdUnavailable, match=r"\(http://a:2379 \(connection reset\)\) after 1 attempt"):
+        client.get("/k")
+
+
 def test_a_refusal_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     body = '{"error":"etcdserver: mvcc: required revision has been compacted","code":11}'
     a, b = FakeMember(etcd_exc.Etcd3Exception(body, "Bad Request")), FakeMember(HEADER)
