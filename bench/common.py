@@ -344,6 +344,24 @@ def remove_images(client: Any, refs: list[str]) -> list[str]:
     return problems
 
 
+def clean_bench(client: Any, hosts: Sequence[Any], repository: str, images: list[str]) -> list[str]:
+    """The end of every bench: each host torn down (``host.tear_down(client)``; one failing
+    does not keep the others), its repository deleted from the registry, its images removed."""
+    from tests.support import registry_tools
+
+    problems = []
+    for host in hosts:
+        try:
+            problems += host.tear_down(client)
+        except Exception as exc:  # noqa: BLE001 - clean what else we can
+            problems.append(f"{host.host_id}: {exc}")
+    try:
+        registry_tools.delete_repository(REGISTRY, repository)
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"deleting {repository} from the registry: {exc}")
+    return problems + remove_images(client, images)
+
+
 def os_manifest(version: str, services: dict[str, dict[str, Any]], script: str) -> str:
     """A release.yaml with these services (one JSON object a line), and v1.5's boot section
     and min_upgrade_from as shipped."""

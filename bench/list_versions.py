@@ -17,8 +17,8 @@ import tarfile
 
 import docker
 
-from common import (DOCKER, OSCTL, REGISTRY, REPO, Bench, BenchHost, Goal, Parser, Row, Section, figure,
-                    main_alone, parallel, remove_images, run_alone, say, time_command)
+from common import (DOCKER, OSCTL, REGISTRY, REPO, Bench, BenchHost, Goal, Parser, Row, Section, clean_bench, figure,
+                    main_alone, parallel, run_alone, say, time_command)
 from tests.support import registry_tools
 
 BENCH_REPO = "osctl-bench/os"
@@ -91,13 +91,8 @@ class CliBench(Bench):
             env = self.host.env
             return [f"kept (--keep): OSCTL_ROOT={env['OSCTL_ROOT']} OSCTL_HOST_ID={env['OSCTL_HOST_ID']} "
                     f"OSCTL_IMAGE={env['OSCTL_IMAGE']}"]
-        client = self.client or docker.from_env()
-        problems = self.host.tear_down(client)
-        try:
-            registry_tools.delete_repository(REGISTRY, BENCH_REPO)
-        except Exception as exc:  # noqa: BLE001 - clean what else we can
-            problems.append(f"deleting {BENCH_REPO} from the registry: {exc}")
-        return problems + remove_images(client, [f"{self.repo}:{version}" for version in REAL])
+        return clean_bench(self.client or docker.from_env(), [self.host], BENCH_REPO,
+                           [f"{self.repo}:{version}" for version in REAL])
 
 
 def main() -> None:

@@ -24,8 +24,8 @@ from typing import Any
 
 import docker
 
-from common import (REGISTRY, REPO, Bench, BenchHost, Figure, Parser, Row, Section, figure, main_alone,
-                    os_manifest, parallel, remove_host_objects, remove_images, run_alone, say)
+from common import (REGISTRY, REPO, Bench, BenchHost, Figure, Parser, Row, Section, clean_bench, figure, main_alone,
+                    os_manifest, parallel, remove_host_objects, run_alone, say)
 from tests.support import registry_tools
 
 BENCH_REPO = "osctl-bench/scale-os"
@@ -118,11 +118,7 @@ class ScaleBench(Bench):
 
         problems = [p for found in parallel([lambda h=h: remove(h) for h in self.hosts], workers=4) for p in found]
         shutil.rmtree(ROOTS, ignore_errors=True)
-        try:
-            registry_tools.delete_repository(REGISTRY, BENCH_REPO)
-        except Exception as exc:  # noqa: BLE001 - clean what else we can
-            problems.append(f"deleting {BENCH_REPO} from the registry: {exc}")
-        return problems + remove_images(client, self.image_ids)
+        return problems + clean_bench(client, [], BENCH_REPO, self.image_ids)
 
 
 def upgrade(host: BenchHost, version: str) -> tuple[float, float, float]:

@@ -12,9 +12,9 @@ the repository ``osctl-bench/store-os`` of the local registry.
 1. Upgrade with a fresh pull: host ``bench-store-pull`` runs v8.0.0 (v1.4's six services);
    ``osctl upgrade --to v8.0.<i>`` (i = 1..runs) each pulls a version the engine has never
    seen, which shares every layer but the top one with the running version. Its registry is
-   a counting TCP relay in front of the real one (127.0.0.1:<port>), so the bytes are those
-   on the wire between the host and the registry during the whole upgrade, both ways, HTTP
-   headers and osctl's own registry calls included. Beside it, in the same run: the plain
+   a TCP relay in front of the real one (127.0.0.1:<port>, tests/faults' StreamProxy, unthrottled)
+   that counts what it passes from the registry to the host: the bytes on the wire during the
+   whole upgrade, HTTP headers and osctl's own registry calls included. Beside it, in the same run: the plain
    engine's ``docker pull`` of like versions (v8.1.<i>) through the same relay. The floor is
    the changed layer itself: its compressed size in the registry's manifest.
 2. Upgrade between stored versions on the same host and set: downgrade and upgrade between
@@ -35,18 +35,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import docker
 
-from common import (DOCKER, REGISTRY, REPO, Bench, BenchHost, Goal, Parser, Row, Section, figure, main_alone,
-                    remove_images, run, run_alone, say)
+from common import (DOCKER, REGISTRY, REPO, Bench, BenchHost, Goal, Parser, Row, Section, clean_bench, figure,
+                    main_alone, parallel, remove_images, run, run_alone, say)
+from tests.faults.proxies import StreamProxy
 from tests.support import registry_tools
 
 sys.path.insert(0, str(REPO / "system-images"))
@@ -54,67 +53,6 @@ import build as sysbuild  # noqa: E402 - system-images/build.py: the builder of 
 
 BENCH_REPO = "osctl-bench/store-os"
 SHIPPED = "v1.4"  # its services and files; no service image of its own, so every byte is the OS image's
-
-
-# -- a relay that counts bytes ------------------------------------------------------------------
-class CountingRelay:
-    """A TCP relay on 127.0.0.1:<free port> to the registry, counting the bytes each way.
-
-    The engine treats 127.0.0.0/8 registries as insecure (plain HTTP), so a repository named
-    through the relay's port is pulled through it like any other."""
-
-    def __init__(self, target: str) -> None:
-        host, port = target.rsplit(":", 1)
-        self.target = (host, int(port))
-        self.down = 0  # registry -> host
-        self.up = 0  # host -> registry
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
-        self._open: set[socket.socket] = set()
-        threading.Thread(target=self._accept, daemon=True, name="relay").start()
-
-    def counts(self) -> tuple[int, int]:
-        with self._lock:
-            return self.down, self.up
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                inner, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            try:
-                outer = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                inner.close()
-                continue
-            outer.settimeout(None)
-            with self._lock:
-                self._open.update((inner, outer))
-            threading.Thread(target=self._pump, args=(inner, outer, "up"), daemon=True).start()
-            threading.Thread(target=self._pump, args=(outer, inner, "down"), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, way: str) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-                with self._lock:
-                    setattr(self, way, getattr(self, way) + len(data))
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._listener.close()
-        with self._lock:
-            for sock in self._open:
-                sock.close()
 
 
 # -- the versions -------------------------------------------------------------------------------
@@ -131,20 +69,21 @@ def version_image(shipped: Any, repo: str, version: str) -> Any:
 
 
 def build_versions(client: docker.DockerClient, repo: str, versions: list[str]) -> dict[str, str]:
-    """Build and push the versions with build.py; returns version -> image id."""
+    """Build and push the versions with build.py, 4 at a time; returns version -> image id."""
     try:
         plan = sysbuild.plan(REGISTRY, "osctl/os", [SHIPPED])
         shipped = plan[-1]
         for parent in plan[:-1]:  # busybox and base: normally built by scripts/setup already
             if sysbuild.local_hash(client, parent.ref) != parent.hash:
                 sysbuild.build(client, parent)
-        ids = {}
-        for version in versions:
+
+        def make(version: str) -> str:
             image = version_image(shipped, repo, version)
             sysbuild.build(client, image)
             sysbuild.push(client, image.ref)
-            ids[version] = str(client.api.inspect_image(image.ref)["Id"])
-        return ids
+            return str(client.api.inspect_image(image.ref)["Id"])
+
+        return dict(zip(versions, parallel([lambda v=v: make(v) for v in versions], workers=4)))
     except sysbuild.BuildError as exc:
         raise SystemExit(f"building the store versions: {exc}") from None
 
@@ -240,14 +179,15 @@ class StoreBench(Bench):
         self.peers = [f"v8.1.{i}" for i in range(1, runs + 1)]  # docker pull, fresh, of like versions
         self.disk = [f"v8.2.{i}" for i in range(disk_versions)]
         self.client: docker.DockerClient | None = None
-        self.relay: CountingRelay | None = None
+        self.relay: StreamProxy | None = None
         self.ids: dict[str, str] = {}
         self.puller: BenchHost | None = None
         self.keeper = BenchHost("bench-store-disk", REPO / ".run" / "bench-store-disk", f"{REGISTRY}/{BENCH_REPO}")
 
     def prepare(self) -> None:
         self.client = client = docker.from_env()
-        self.relay = CountingRelay(REGISTRY)
+        self.relay = StreamProxy(rate=10**12)  # the rate is what it may send a second: no limit
+        self.relay.start()
         say(f"store: building {len(self.chain) + len(self.peers) + len(self.disk)} versions with "
             f"system-images/build.py in {REGISTRY}/{BENCH_REPO} ...")
         self.ids = build_versions(client, f"{REGISTRY}/{BENCH_REPO}", self.chain + self.peers + self.disk)
@@ -270,11 +210,10 @@ class StoreBench(Bench):
         fresh = [self.transaction(host, "upgrade", v) for v in self.chain[1:]]
         pulls = []
         for version in self.peers:
-            before, t0 = relay.counts(), time.perf_counter()
+            before, t0 = relay.sent, time.perf_counter()
             run([*DOCKER, "pull", "-q", f"{relay.address}/{BENCH_REPO}:{version}"])
-            after = relay.counts()
             wall = time.perf_counter() - t0
-            pulls.append((wall, wall, float(after[0] - before[0]), float(after[1] - before[1])))
+            pulls.append((wall, wall, float(relay.sent - before)))
         stored = [self.transaction(host, "downgrade" if i % 2 == 0 else "upgrade", self.chain[-2 + i % 2])
                   for i in range(self.runs)]
         layers = [registry_manifest(BENCH_REPO, v) for v in self.chain[1:]]
@@ -287,17 +226,16 @@ class StoreBench(Bench):
         disk = disk_cost(self.client, [self.ids[v] for v in self.disk], self.keeper.root)
         return self.section(fresh, pulls, stored, top, whole, disk)
 
-    def transaction(self, host: BenchHost, verb: str, version: str) -> tuple[float, float, float, float]:
-        """(osctl's seconds, process wall clock, bytes from the registry, bytes to it) of one
-        (a docker pull's are the same, with its wall clock as its seconds)."""
+    def transaction(self, host: BenchHost, verb: str, version: str) -> tuple[float, float, float]:
+        """(osctl's seconds, process wall clock, bytes from the registry) of one (a docker
+        pull's are the same, with its wall clock as its seconds)."""
         assert self.relay is not None
-        before, t0 = self.relay.counts(), time.perf_counter()
+        before, t0 = self.relay.sent, time.perf_counter()
         result = host.osctl_json(verb, "--to", version, "--yes")
         wall = time.perf_counter() - t0
-        after = self.relay.counts()
         if result.get("result") != "committed":
             raise SystemExit(f"osctl {verb} --to {version}: {result}")
-        return float(result["seconds"]), wall, float(after[0] - before[0]), float(after[1] - before[1])
+        return float(result["seconds"]), wall, float(self.relay.sent - before)
 
     def section(self, fresh: list[tuple[float, ...]], pulls: list[tuple[float, ...]], stored: list[tuple[float, ...]],
                 top: list[float], whole: list[float], disk: Disk) -> Section:
@@ -316,7 +254,7 @@ class StoreBench(Bench):
         d_unique = figure("floor: the unique layers' content", [float(disk.layers_content)], unit="B")
         figures = [f_fresh, figure("  osctl process wall clock, fresh pull", col(fresh, 1)), f_pull, f_stored,
                    figure("  osctl process wall clock, stored", col(stored, 1)),
-                   b_fresh, figure("  bytes to the registry, osctl upgrade with a fresh pull", col(fresh, 3), unit="B"),
+                   b_fresh,
                    b_pull, b_top, figure("  the whole image, compressed", whole, unit="B"),
                    figure("bytes from the registry, upgrade between stored versions", col(stored, 2), unit="B"),
                    d_total, d_full, d_unique]
@@ -328,7 +266,7 @@ class StoreBench(Bench):
         overhead = statistics.median(col(fresh, 2)) - statistics.median(top)
         notes = [
             f"  fresh pull: osctl moved {statistics.median(col(fresh, 2)) / 1e3:.1f} KB from the registry "
-            f"({statistics.median(col(fresh, 3)) / 1e3:.1f} KB to it) for a changed layer of "
+            f"for a changed layer of "
             f"{statistics.median(top) / 1e3:.1f} KB, out of {statistics.median(whole) / 1e3:.0f} KB for the whole "
             f"image: {overhead / 1e3:.1f} KB of manifests, configs, HTTP and osctl's registry calls; docker pull "
             f"alone {statistics.median(col(pulls, 2)) / 1e3:.1f} KB. Peer time: docker pull alone, not an upgrade",
@@ -340,21 +278,11 @@ class StoreBench(Bench):
         return Section(self.title, rows, [(self.title, figures)], notes)
 
     def clean(self) -> list[str]:
-        client = self.client or docker.from_env()
-        problems = []
-        for host in (self.puller, self.keeper):
-            if host is not None:
-                try:
-                    problems += host.tear_down(client)
-                except Exception as exc:  # noqa: BLE001 - clean what else we can
-                    problems.append(f"{host.host_id}: {exc}")
+        hosts = [h for h in (self.puller, self.keeper) if h is not None]
+        problems = clean_bench(self.client or docker.from_env(), hosts, BENCH_REPO, list(self.ids.values()))
         if self.relay is not None:
-            self.relay.close()
-        try:
-            registry_tools.delete_repository(REGISTRY, BENCH_REPO)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"deleting {BENCH_REPO} from the registry: {exc}")
-        return problems + remove_images(client, list(self.ids.values()))
+            self.relay.stop()
+        return problems
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Supervisor: restart latency after ``docker kill``, and the idle cost of ``osctl supervise``.
 
-    .venv/bin/python bench/supervisor.py [--runs 20] [--idle 60] [--services 10 30] [--json PATH]
+    .venv/bin/python bench/supervisor.py [--runs 20] [--idle 60] [--services 10 30] [--concurrent-idle]
+                                         [--json PATH]
 
 1. Restart latency: a supervised host runs a version of 10 services; one long-running service
    container is killed (rotating over the services, ~1 s apart, ``--stable-after 0.5`` so that
@@ -13,8 +14,10 @@
    ``start`` of the same killed container, with the supervisor stopped (the floor).
 2. Idle cost: CPU (% of one core, /proc/<pid>/stat utime+stime over ``--idle`` seconds, as
    5-second slices) and VmRSS (peak and end) of ``osctl supervise`` with its defaults, for a
-   host of 10 and one of 30 services, one after the other; dockerd's CPU over the same window
-   is the peer. Goals with 10 services: under 1 % of a core and under 60 MB.
+   host of 10 and one of 30 services, one after the other (``--concurrent-idle``: at the same
+   time, each its own host and supervisor, as bench/run does to stay within its 10 minutes);
+   dockerd's CPU over the same window is the peer (with --concurrent-idle, one window for
+   both). Goals with 10 services: under 1 % of a core and under 60 MB.
 
 The versions (v9.<n>.0, FROM osctl/os:v1.5: busybox daemons in dependency chains, about half
 with health checks every ``--health-interval`` seconds, default 5 as in docs/image-format.md)
@@ -39,7 +42,7 @@ from typing import Any
 import docker
 
 from common import (HOST_LABEL, OSCTL, REGISTRY, REPO, SERVICE_LABEL, Bench, BenchHost, Figure, Goal, Parser, Row,
-                    Section, figure, main_alone, os_manifest, parallel, remove_images, run_alone, say)
+                    Section, clean_bench, figure, main_alone, os_manifest, parallel, run_alone, say)
 from tests.support import registry_tools
 
 BENCH_REPO = "osctl-bench/supervisor-os"
@@ -424,19 +427,8 @@ class SupervisorBench(Bench):
         return Section(self.title, rows, [(self.title, figures)], notes)
 
     def clean(self) -> list[str]:
-        client = self.client or docker.from_env()
-        problems = []
-        for host in self.hosts:
-            try:
-                problems += host.tear_down(client)
-            except Exception as exc:  # noqa: BLE001 - clean what else we can
-                problems.append(f"{host.host_id}: {exc}")
-        try:
-            registry_tools.delete_repository(REGISTRY, BENCH_REPO)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"deleting {BENCH_REPO} from the registry: {exc}")
-        problems += remove_images(client, [ref for h in self.hosts for ref in (h.ref, h.image_id) if ref])
-        return problems
+        return clean_bench(self.client or docker.from_env(), self.hosts, BENCH_REPO,
+                           [ref for h in self.hosts for ref in (h.ref, h.image_id) if ref])
 
 
 def main() -> None:

@@ -69,9 +69,8 @@ from typing import Any
 
 import docker
 
-from common import (HOST_LABEL, REGISTRY, REPO, SERVICE_LABEL, VERSION_LABEL, Bench, BenchHost, Figure, Goal,
-                    Parser, Row, Section, figure, main_alone, os_manifest, parallel, remove_images, run, run_alone,
-                    say)
+from common import (HOST_LABEL, REGISTRY, REPO, SERVICE_LABEL, VERSION_LABEL, Bench, BenchHost, Figure, Goal, Parser,
+                    Row, Section, clean_bench, figure, main_alone, os_manifest, parallel, run, run_alone, say)
 from tests.support import registry_tools
 
 BENCH_REPO = "osctl-bench/swap-os"
@@ -748,18 +747,8 @@ class SwapBench(Bench):
         problems, self.problems = self.problems, []
         if self.events is not None:
             self.events.close()
-        client = self.client or docker.from_env()
-        for s in self.sizes:
-            try:
-                problems += s.tear_down(client)
-            except Exception as exc:  # noqa: BLE001 - clean what else we can
-                problems.append(f"{s.host_id}: {exc}")
-        try:
-            registry_tools.delete_repository(REGISTRY, BENCH_REPO)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"deleting {BENCH_REPO} from the registry: {exc}")
-        problems += remove_images(client, [i for s in self.sizes for i in s.image_ids.values()])
-        return problems
+        return problems + clean_bench(self.client or docker.from_env(), self.sizes, BENCH_REPO,
+                                      [i for s in self.sizes for i in s.image_ids.values()])
 
 
 def main() -> None:
