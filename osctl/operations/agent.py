@@ -81,6 +81,7 @@ class Agent:
         self.group = settings.group
         self.lease: int | None = None
         self._published: tuple[Step, object] | None = None  # the state last written, and its lease
+        self._seen_rollout: Rollout | None = None  # as last read: for the wave position it publishes
         self.failed = self._load_failed()
         self.last = Step("idle", None, "starting")
         self._keeper: threading.Thread | None = None
@@ -170,7 +171,8 @@ class Agent:
         if self.etcd is None:
             return None
         found = read_rollout(self.etcd, self.group)
-        return found[0] if found else None
+        self._seen_rollout = found[0] if found else None
+        return self._seen_rollout
 
     def _swap_in_slot(self, settings: Settings, target: str, rollout: Rollout | None) -> Step:
         """Take a slot, swap, publish the result, give the slot back (in that order)."""
@@ -216,8 +218,9 @@ class Agent:
     # ------------------------------------------------------------------ etcd: lease and state
 
     def _lease(self) -> int:
+        """The host's lease; a new one when there is none (the keeper drops one that expired)."""
         assert self.etcd is not None
-        if self.lease is None or not self.etcd.lease_alive(self.lease):
+        if self.lease is None:
             self.lease = self.etcd.grant(self.lease_ttl)
         return self.lease
 
@@ -232,6 +235,8 @@ class Agent:
                 try:
                     if not keeper.keepalive(lease):
                         self.say("lease", "the lease expired; a new one is taken at the next check")
+                        if self.lease == lease:
+                            self.lease = None
                 except OsctlError:
                     pass  # etcd unreachable: the main loop reports it; the lease may still live
         finally:
@@ -247,7 +252,7 @@ class Agent:
         if (step, lease) == self._published:
             return
         pointer = bootpointer.read(settings.root)
-        rollout = self._safe(self._rollout)
+        rollout = self._seen_rollout
         state = HostState(
             host_id=self.host_id, phase=step.phase, running=pointer.default, next_boot=pointer.next_boot,
             target=step.target, last_result=step.detail, failed_versions=tuple(sorted(self.failed)),
