@@ -137,12 +137,14 @@ class Agent:
             return Step("idle", target, f"runs {target} ({source})")
         if target in self.failed:
             return Step("rolled-back", target, f"{target} rolled back on this host before; it is not tried again")
-        if rollout is not None and source == "rollout":
-            if rollout.state != "active":
-                return Step("idle", target, f"rollout {rollout.state}" + (f": {rollout.reason}" if rollout.reason else ""))
-            position = updatepolicy.wave_position(rollout.seed, self.host_id)
-            if not updatepolicy.wave_open(rollout.waves, rollout.started_at, self.clock(), position):
-                opens = updatepolicy.wave_opens_at(rollout.waves, rollout.started_at, position)
+        following = rollout if source == "rollout" else None  # a pinned host ignores the rollout's target
+        if following is not None:
+            if following.state != "active":
+                return Step("idle", target, f"rollout {following.state}"
+                            + (f": {following.reason}" if following.reason else ""))
+            position = updatepolicy.wave_position(following.seed, self.host_id)
+            if not updatepolicy.wave_open(following.waves, following.started_at, self.clock(), position):
+                opens = updatepolicy.wave_opens_at(following.waves, following.started_at, position)
                 return Step("waiting-wave", target, f"this host's wave opens at {opens:%Y-%m-%d %H:%M}Z",
                             retry_soon=True)
         if Store(settings.root).get(target) is None:
@@ -155,7 +157,7 @@ class Agent:
             opens = updatepolicy.next_window_start(policy.window, self.clock())
             return Step("waiting-window", target, f"maintenance window opens at {opens:%Y-%m-%d %H:%M}Z",
                         retry_soon=True)
-        return self._swap_in_slot(settings, target, rollout)
+        return self._swap_in_slot(settings, target, following, rollout.max_concurrent if rollout else 1)
 
     def _target(self, settings: Settings, rollout: Rollout | None) -> tuple[str | None, str]:
         """What the host converges to, and where that came from."""
@@ -174,17 +176,20 @@ class Agent:
         self._seen_rollout = found[0] if found else None
         return self._seen_rollout
 
-    def _swap_in_slot(self, settings: Settings, target: str, rollout: Rollout | None) -> Step:
-        """Take a slot, swap, publish the result, give the slot back (in that order)."""
+    def _swap_in_slot(self, settings: Settings, target: str, rollout: Rollout | None, limit: int) -> Step:
+        """Take one of ``limit`` slots, swap, publish the result, give the slot back (in that order).
+
+        ``rollout``: the rollout the host follows (None for a pinned or lone host); it is read
+        again once the slot is taken, since it may have been paused meanwhile."""
         if self.etcd is None:
             return self._swap(settings, target, rollout)
         lease = self._lease()
         semaphore = FleetSemaphore(self.etcd, self.group)
-        slot = semaphore.acquire(self.host_id, target, lease, rollout.max_concurrent if rollout else 1)
+        slot = semaphore.acquire(self.host_id, target, lease, limit)
         if slot is None:
             return Step("waiting-slot", target, "every slot of the group is taken", retry_soon=True)
         try:
-            now = self._rollout()  # it may have been paused while this host waited
+            now = self._rollout() if rollout is not None else None
             if rollout is not None and (now is None or now.state != "active" or now.target != target):
                 return Step("idle", target, "the rollout changed while waiting for a slot")
             if not self.etcd.lease_alive(lease):
