@@ -36,16 +36,24 @@ def check_unlocked(root: Path) -> None:
         return  # no lock file yet, or unreadable: the real lock decides later
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            holder = _try_flock(fd, fcntl.LOCK_SH)
+        except OSError:
             return
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
         if holder and not holder.endswith(f": {SUPERVISOR}"):
             raise _locked(holder)
     finally:
         os.close(fd)
+
+
+def _try_flock(fd: int, mode: int) -> str | None:
+    """Take the lock without waiting: None when taken, else the holder's note (maybe empty)."""
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+    return os.pread(fd, 200, 0).decode(errors="replace").strip()
 
 
 def _locked(holder: str) -> HostLocked:
@@ -69,14 +77,7 @@ def host_lock(root: Path, purpose: str) -> Iterator[None]:
                          hint="osctl needs write access to the host root (run as root?)") from exc
     try:
         deadline = time.monotonic() + (0 if purpose == SUPERVISOR else SUPERVISOR_PATIENCE)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        while (holder := _try_flock(fd, fcntl.LOCK_EX)) is not None:
             # The supervisor's holds are short; an empty note is a holder that is just arriving.
             transient = not holder or holder.endswith(f": {SUPERVISOR}")
             if not transient or time.monotonic() >= deadline:

@@ -92,17 +92,26 @@ def test_supervisor_sigkilled_and_restarted(host: Host, docker_client: docker.Do
     assert_consistent(host, docker_client, "v1.5", marker, record)
 
 
+def broken_upgrade_in_swap(host: Host, health_timeout: int) -> subprocess.Popen[str]:
+    """``osctl upgrade --to v1.6`` in the background, returned once it swaps: v1.6's health gate
+    never passes, so it stays there for ``health_timeout`` seconds, then rolls back."""
+    proc = subprocess.Popen([sys.executable, "-m", "osctl", "upgrade", "--to", "v1.6", "--health-timeout",
+                             str(health_timeout)], env=host.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    if not wait_for_step(host, proc, "swap"):
+        proc.kill()
+        raise AssertionError(f"the upgrade never reached its swap: {proc.communicate()[1]}")
+    return proc
+
+
 def test_two_mutating_commands_at_once(host: Host, docker_client: docker.DockerClient,
                                        fault: Callable[[str], FaultRecord]) -> None:
     """While an upgrade waits on a health gate that never passes (v1.6), every other mutating
     command is refused naming the holder; the upgrade then rolls back on its own."""
     record = fault("second mutating osctl while an upgrade waits on its health gate")
     marker = installed(host, docker_client, "v1.4")
-    first = subprocess.Popen([sys.executable, "-m", "osctl", "upgrade", "--to", "v1.6", "--health-timeout", "15"],
-                             env=host.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             stdin=subprocess.DEVNULL)
+    first = broken_upgrade_in_swap(host, health_timeout=15)
     try:
-        assert wait_for_step(host, first, "swap"), "the upgrade reached its swap (where v1.6 waits on health)"
         for args in (("downgrade", "--to", "v1.3"), ("rollback",), ("upgrade", "--to", "v1.5"),
                      ("prune", "--keep", "0"), ("pin", "v1.4"), ("boot",)):
             assert_clear_error(host.osctl(*args, timeout=60), 5, f"pid {first.pid}")

@@ -7,14 +7,13 @@ is skipped when anything but this session's test hosts runs on the engine.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 
 import docker
 import pytest
 
 from tests.faults.conftest import FaultRecord, Host, assert_clear_error, assert_consistent, installed, osctl_ok
-from tests.faults.test_signals import wait_for_step
+from tests.faults.test_signals import broken_upgrade_in_swap
 from tests.integration.conftest import SESSION_HOSTS
 from tests.support.engine_tools import engine_is_ours, start_dockerd, stop_dockerd
 
@@ -26,11 +25,8 @@ def test_engine_stops_during_swap(host: Host, docker_client: docker.DockerClient
         pytest.skip(f"stopping dockerd would disturb others: {reason}")
     record = fault("dockerd stopped during the swap, started again, then osctl boot")
     marker = installed(host, docker_client, "v1.4")
-    upgrade = subprocess.Popen([sys.executable, "-m", "osctl", "upgrade", "--to", "v1.6", "--health-timeout", "30"],
-                               env=host.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               stdin=subprocess.DEVNULL)
+    upgrade = broken_upgrade_in_swap(host, health_timeout=30)
     try:
-        assert wait_for_step(host, upgrade, "swap"), "the upgrade reached its swap"
         stop_dockerd()
         _, err = upgrade.communicate(timeout=120)
     finally:
