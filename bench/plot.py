@@ -8,6 +8,7 @@ osctl's bar. Panels whose values span more than 30x use a log scale. Needs matpl
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -80,5 +81,18 @@ def draw(ax: Any, name: str, unit: str, rows: list[dict[str, Any]]) -> None:
     ax.set_title(f"{name} ({label})", fontsize=10)
     ax.tick_params(axis="x", labelsize=8)
     if values and max(values) / max(min(values), 1e-12) > 30:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_xscale("log")
+        plain = FuncFormatter(one_two_five)  # 0.1, 0.2, 0.5, 1 ...: readable and never crowded
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
     ax.grid(axis="x", alpha=0.3)
+
+
+def one_two_five(value: float, _position: int) -> str:
+    """A log axis label at 1, 2 and 5 times a power of ten, none elsewhere."""
+    if value <= 0:
+        return ""
+    mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
+    return f"{value:g}" if mantissa in (1, 2, 5) else ""
