@@ -275,6 +275,43 @@ def interruptible() -> None:
     signal.signal(signal.SIGTERM, _interrupted)
 
 
+# -- engine events --------------------------------------------------------------------------------
+class EventLog:
+    """The engine's container events (``filters``), kept in arrival order as ``keep`` makes them,
+    with a condition to wait on; read in a thread of its own until ``close``."""
+
+    def __init__(self, client: Any, filters: dict[str, Any], name: str = "events") -> None:
+        self.seen: list[Any] = []
+        self._cond = threading.Condition()
+        self._stream = client.api.events(decode=True, filters={"type": "container", **filters})
+        self._thread = threading.Thread(target=self._pump, daemon=True, name=name)
+        self._thread.start()
+
+    def keep(self, raw: dict[str, Any]) -> Any:
+        """What is kept of one event (the raw event here)."""
+        return raw
+
+    def _pump(self) -> None:
+        try:
+            for raw in self._stream:
+                item = self.keep(raw)
+                with self._cond:
+                    self.seen.append(item)
+                    self._cond.notify_all()
+        except Exception:  # noqa: BLE001 - closed under us
+            pass
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.seen)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 # -- hosts ----------------------------------------------------------------------------------------
 class BenchHost:
     """One osctl host of a bench (id ``bench-...``, its own root under .run/), driven through
@@ -360,6 +397,62 @@ def clean_bench(client: Any, hosts: Sequence[Any], repository: str, images: list
     except Exception as exc:  # noqa: BLE001
         problems.append(f"deleting {repository} from the registry: {exc}")
     return problems + remove_images(client, images)
+
+
+def busybox_services(count: int, health: dict[str, Any], first_level: int,
+                     flavour: str | None = None) -> dict[str, dict[str, Any]]:
+    """``count`` services of busybox daemons in dependency chains, as the swap and supervisor
+    benches run them: a one-shot ``network``, ``syslog`` after it, ``first_level`` services
+    under syslog and each further one under the one three before it. They are web (httpd,
+    every eighth on the bridge, nothing published), cron, worker (a shell loop) and log
+    (syslogd) in turn; about half have a health check (``health``: interval, timeout, retries,
+    start_period), and an edge is ``service_healthy`` when the parent has one and the child's
+    index is odd. ``flavour`` "a" or "b" sets BENCH_SET and a log level, and "b" changes an
+    argument of every service: a swap between the two replaces all of them."""
+    b = flavour == "b"
+    level = [] if flavour is None else ["-l", "6" if b else "7"]
+    env = {} if flavour is None else {"environment": {"BENCH_SET": flavour}}
+
+    def check(test: list[str]) -> dict[str, Any]:
+        return {"healthcheck": {"test": test, **health}}
+
+    services: dict[str, dict[str, Any]] = {
+        "network": {"command": ["/usr/lib/osctl/bin/network-check"], **env, "network_mode": "none",
+                    "restart": "no", "oneshot": True},
+        "syslog": {"command": ["/bin/syslogd", "-n", "-O", "/var/log/messages", "-S", *level], **env,
+                   "volumes": ["logs:/var/log"], "network_mode": "none",
+                   "depends_on": {"network": {"condition": "service_completed_successfully"}},
+                   **check(["CMD", "/bin/pidof", "syslogd"]), "restart": "always"},
+    }
+    rest: list[str] = []
+    for i in range(count - 2):
+        parent = "syslog" if i < first_level else rest[i - 3]
+        healthy = "healthcheck" in services[parent]
+        depends = {parent: {"condition": "service_healthy" if healthy and i % 2 else "service_started"}}
+        kind = i % 4
+        if kind == 0:
+            port = 8100 + i
+            name = f"web{i}"
+            spec: dict[str, Any] = {
+                "command": ["/bin/httpd", "-f", "-p", str(port), "-h", "/srv/www"] + (["-v"] if b else []),
+                "network_mode": "bridge" if i % 8 == 0 else "none",
+                **check(["CMD-SHELL", f"wget -q -O - http://127.0.0.1:{port}/health | grep -qx ok"]),
+            }
+        elif kind == 1:
+            name = f"cron{i}"
+            spec = {"command": ["/bin/crond", "-f", "-l", "7" if b else "8", "-c", "/etc/crontabs"],
+                    "volumes": ["logs:/var/log"], "network_mode": "none", **check(["CMD", "/bin/pidof", "crond"])}
+        elif kind == 2:
+            name = f"worker{i}"
+            spec = {"command": ["/bin/sh", "-c", f'trap "exit 0" TERM; while :; do sleep {2 if b else 1} & wait; done'],
+                    "network_mode": "none"}
+        else:
+            name = f"log{i}"
+            spec = {"command": ["/bin/syslogd", "-n", "-O", f"/var/log/{name}.log", "-S", *level],
+                    "volumes": ["logs:/var/log"], "network_mode": "none"}
+        services[name] = {**spec, **env, "depends_on": depends, "restart": "always"}
+        rest.append(name)
+    return services
 
 
 def os_manifest(version: str, services: dict[str, dict[str, Any]], script: str) -> str:

@@ -41,8 +41,9 @@ from typing import Any
 
 import docker
 
-from common import (HOST_LABEL, OSCTL, REGISTRY, REPO, SERVICE_LABEL, Bench, BenchHost, Figure, Goal, Parser, Row,
-                    Section, clean_bench, figure, main_alone, os_manifest, parallel, run_alone, say)
+from common import (HOST_LABEL, OSCTL, REGISTRY, REPO, SERVICE_LABEL, Bench, BenchHost, EventLog, Figure, Goal, Parser,
+                    Row, Section, busybox_services, clean_bench, figure, main_alone, os_manifest, parallel, run_alone,
+                    say)
 from tests.support import registry_tools
 
 BENCH_REPO = "osctl-bench/supervisor-os"
@@ -54,74 +55,23 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # -- the versions ------------------------------------------------------------------------------
 def manifest_text(version: str, count: int, health_interval: float) -> tuple[str, list[str]]:
     """A release.yaml with ``count`` services: a one-shot ``network``, then ``syslog``, then
-    chains of busybox daemons; and the names of the long-running services."""
-    def health(test: list[str]) -> dict[str, Any]:
-        return {"test": test, "interval": f"{health_interval:g}s", "timeout": "2s", "retries": 3,
-                "start_period": "0s"}
-
-    services: dict[str, dict[str, Any]] = {
-        "network": {"command": ["/usr/lib/osctl/bin/network-check"], "network_mode": "none",
-                    "restart": "no", "oneshot": True},
-        "syslog": {"command": ["/bin/syslogd", "-n", "-O", "/var/log/messages", "-S"],
-                   "volumes": ["logs:/var/log"], "network_mode": "none",
-                   "depends_on": {"network": {"condition": "service_completed_successfully"}},
-                   "healthcheck": health(["CMD", "/bin/pidof", "syslogd"]), "restart": "always"},
-    }
-    names = ["syslog"]
-    for i in range(count - 2):
-        parent = "syslog" if i < 4 else names[i - 2]  # four under syslog, then each under the third before it
-        healthy = "healthcheck" in services[parent]
-        depends = {parent: {"condition": "service_healthy" if healthy and i % 2 else "service_started"}}
-        kind = i % 4
-        if kind == 0:
-            port = 8100 + i
-            name = f"web{i}"
-            spec: dict[str, Any] = {
-                "command": ["/bin/httpd", "-f", "-p", str(port), "-h", "/srv/www"],
-                "network_mode": "bridge" if i % 8 == 0 else "none",  # nothing published either way
-                "healthcheck": health(["CMD-SHELL", f"wget -q -O - http://127.0.0.1:{port}/health | grep -qx ok"]),
-            }
-        elif kind == 1:
-            name = f"cron{i}"
-            spec = {"command": ["/bin/crond", "-f", "-l", "8", "-c", "/etc/crontabs"], "volumes": ["logs:/var/log"],
-                    "network_mode": "none", "healthcheck": health(["CMD", "/bin/pidof", "crond"])}
-        elif kind == 2:
-            name = f"worker{i}"
-            spec = {"command": ["/bin/sh", "-c", 'trap "exit 0" TERM; while :; do sleep 1 & wait; done'],
-                    "network_mode": "none"}
-        else:
-            name = f"log{i}"
-            spec = {"command": ["/bin/syslogd", "-n", "-O", f"/var/log/{name}.log", "-S"],
-                    "volumes": ["logs:/var/log"], "network_mode": "none"}
-        services[name] = {**spec, "depends_on": depends, "restart": "always"}
-        names.append(name)
+    chains of busybox daemons (four under syslog); and the names of the long-running services."""
+    health = {"interval": f"{health_interval:g}s", "timeout": "2s", "retries": 3, "start_period": "0s"}
+    services = busybox_services(count, health, 4)
+    names = [name for name, spec in services.items() if not spec.get("oneshot")]
     return os_manifest(version, services, "bench/supervisor.py"), names
 
 
 # -- engine events and processes -------------------------------------------------------------
-class Events:
+class Events(EventLog):
     """The engine's container events of one host, stamped on arrival (time.time_ns())."""
 
     def __init__(self, client: docker.DockerClient, host_id: str) -> None:
-        self.seen: list[tuple[int, dict[str, Any]]] = []
-        self._cond = threading.Condition()
-        self._stream = client.api.events(decode=True, filters={"type": "container",
-                                                               "label": [f"{HOST_LABEL}={host_id}"]})
-        self._thread = threading.Thread(target=self._pump, daemon=True, name=f"events-{host_id}")
-        self._thread.start()
+        super().__init__(client, {"label": [f"{HOST_LABEL}={host_id}"]}, name=f"events-{host_id}")
+        self.seen: list[tuple[int, dict[str, Any]]]
 
-    def _pump(self) -> None:
-        try:
-            for event in self._stream:
-                with self._cond:
-                    self.seen.append((time.time_ns(), event))
-                    self._cond.notify_all()
-        except Exception:  # noqa: BLE001 - closed under us
-            pass
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.seen)
+    def keep(self, raw: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return time.time_ns(), raw
 
     def wait(self, since: int, service: str, action: str, timeout: float = 15.0) -> tuple[int, dict[str, Any]]:
         """The first ``action`` event of ``service`` from index ``since`` on: (arrival ns, event)."""
@@ -143,12 +93,6 @@ class Events:
             action = str(event.get("Action", "?")).split(":", 1)[0]
             counts[action] = counts.get(action, 0) + 1
         return counts
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 class Supervise:

@@ -69,8 +69,9 @@ from typing import Any
 
 import docker
 
-from common import (HOST_LABEL, REGISTRY, REPO, SERVICE_LABEL, VERSION_LABEL, Bench, BenchHost, Figure, Goal, Parser,
-                    Row, Section, clean_bench, figure, main_alone, os_manifest, parallel, run, run_alone, say)
+from common import (HOST_LABEL, REGISTRY, REPO, SERVICE_LABEL, VERSION_LABEL, Bench, BenchHost, EventLog, Figure,
+                    Goal, Parser, Row, Section, busybox_services, clean_bench, figure, main_alone, os_manifest,
+                    parallel, run, run_alone, say)
 from tests.support import registry_tools
 
 BENCH_REPO = "osctl-bench/swap-os"
@@ -89,52 +90,9 @@ READY_TIMEOUT = 120.0
 
 # -- the versions ------------------------------------------------------------------------------
 def services_for(count: int, flavour: str) -> dict[str, dict[str, Any]]:
-    """The manifest's services for ``count`` services; ``flavour`` "a" or "b" changes every one."""
-    b = flavour == "b"
-    env = {"BENCH_SET": flavour}
-
-    def health(test: list[str]) -> dict[str, Any]:
-        return {"test": test, **HEALTH}
-
-    services: dict[str, dict[str, Any]] = {
-        "network": {"command": ["/usr/lib/osctl/bin/network-check"], "environment": env, "network_mode": "none",
-                    "restart": "no", "oneshot": True},
-        "syslog": {"command": ["/bin/syslogd", "-n", "-O", "/var/log/messages", "-S", "-l", "6" if b else "7"],
-                   "environment": env, "volumes": ["logs:/var/log"], "network_mode": "none",
-                   "depends_on": {"network": {"condition": "service_completed_successfully"}},
-                   "healthcheck": health(["CMD", "/bin/pidof", "syslogd"]), "restart": "always"},
-    }
-    rest: list[str] = []
-    for i in range(count - 2):
-        parent = "syslog" if i < 3 else rest[i - 3]  # three chains under syslog
-        healthy = "healthcheck" in services[parent]
-        depends = {parent: {"condition": "service_healthy" if healthy and i % 2 else "service_started"}}
-        kind = i % 4
-        if kind == 0:
-            port = 8100 + i
-            name = f"web{i}"
-            spec: dict[str, Any] = {
-                "command": ["/bin/httpd", "-f", "-p", str(port), "-h", "/srv/www"] + (["-v"] if b else []),
-                "network_mode": "bridge" if i % 8 == 0 else "none",  # nothing published either way
-                "healthcheck": health(["CMD-SHELL", f"wget -q -O - http://127.0.0.1:{port}/health | grep -qx ok"]),
-            }
-        elif kind == 1:
-            name = f"cron{i}"
-            spec = {"command": ["/bin/crond", "-f", "-l", "7" if b else "8", "-c", "/etc/crontabs"],
-                    "volumes": ["logs:/var/log"], "network_mode": "none",
-                    "healthcheck": health(["CMD", "/bin/pidof", "crond"])}
-        elif kind == 2:
-            name = f"worker{i}"
-            pause = 2 if b else 1
-            spec = {"command": ["/bin/sh", "-c", f'trap "exit 0" TERM; while :; do sleep {pause} & wait; done'],
-                    "network_mode": "none"}
-        else:
-            name = f"log{i}"
-            spec = {"command": ["/bin/syslogd", "-n", "-O", f"/var/log/{name}.log", "-S", "-l", "6" if b else "7"],
-                    "volumes": ["logs:/var/log"], "network_mode": "none"}
-        services[name] = {**spec, "environment": env, "depends_on": depends, "restart": "always"}
-        rest.append(name)
-    return services
+    """The manifest's services for ``count`` services; ``flavour`` "a" or "b" changes every one.
+    Three chains hang under syslog."""
+    return busybox_services(count, HEALTH, 3, flavour)
 
 
 def manifest_text(version: str, services: dict[str, dict[str, Any]]) -> str:
@@ -197,31 +155,17 @@ class Event:
     attrs: dict[str, str]
 
 
-class Events:
+class Events(EventLog):
     """Every container event of the engine, kept in order (filtered by the callers)."""
 
     def __init__(self, client: docker.DockerClient) -> None:
-        self.seen: list[Event] = []
-        self._cond = threading.Condition()
-        self._stream = client.api.events(decode=True, filters={"type": "container"})
-        self._thread = threading.Thread(target=self._pump, daemon=True, name="events")
-        self._thread.start()
+        super().__init__(client, {})
+        self.seen: list[Event]
 
-    def _pump(self) -> None:
-        try:
-            for raw in self._stream:
-                actor = raw.get("Actor") or {}
-                event = Event(int(raw.get("timeNano") or 0), str(raw.get("Action") or raw.get("status") or ""),
-                              str(actor.get("ID") or raw.get("id") or ""), actor.get("Attributes") or {})
-                with self._cond:
-                    self.seen.append(event)
-                    self._cond.notify_all()
-        except Exception:  # noqa: BLE001 - closed under us
-            pass
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.seen)
+    def keep(self, raw: dict[str, Any]) -> Event:
+        actor = raw.get("Actor") or {}
+        return Event(int(raw.get("timeNano") or 0), str(raw.get("Action") or raw.get("status") or ""),
+                     str(actor.get("ID") or raw.get("id") or ""), actor.get("Attributes") or {})
 
     def since(self, mark: int) -> list[Event]:
         with self._cond:
@@ -239,12 +183,6 @@ class Events:
                 if left <= 0:
                     raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
                 self._cond.wait(min(left, 0.5))
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def ready_at(events: list[Event], wanted: dict[str, tuple[str, bool, bool]]) -> int | None:
