@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Scale: many hosts on one engine, each with 10 services, all upgraded one after the other,
-then 5 at a time: total time and per-host cost.
+then 5 at a time, then by their own agents through an etcd rollout (bench/fleet.py): total
+time and per-host cost.
 
-    .venv/bin/python bench/scale.py [--hosts 50] [--at-a-time 5] [--json PATH]
+    .venv/bin/python bench/scale.py [--hosts 50] [--at-a-time 5] [--no-fleet] [--json PATH]
 
 Hosts ``bench-scale-00`` .. (each its own root under .run/bench-scale/) run v7.0.1, installed
 a few at a time (not measured). Then every host is upgraded to v7.0.2 with ``osctl upgrade``,
@@ -26,11 +27,12 @@ import docker
 
 from common import (REGISTRY, REPO, Bench, BenchHost, Figure, Parser, Row, Section, clean_bench, figure, main_alone,
                     os_manifest, parallel, remove_host_objects, run_alone, say)
+from fleet import FleetRollout
 from tests.support import registry_tools
 
 BENCH_REPO = "osctl-bench/scale-os"
 SOURCE = f"{REGISTRY}/osctl/os:v1.5"
-VERSIONS = ("v7.0.1", "v7.0.2", "v7.0.3")  # installed, one after the other, at a time
+VERSIONS = ("v7.0.1", "v7.0.2", "v7.0.3", "v7.0.4")  # installed, one after the other, at a time, by agents
 INSTALL_AT_A_TIME = 5
 ROOTS = REPO / ".run" / "bench-scale"
 
@@ -53,11 +55,11 @@ class ScaleBench(Bench):
     name = "scale"
     title = "scale: hosts on one engine, 10 services each, upgraded one after the other and several at a time"
 
-    def __init__(self, hosts: int = 50, at_a_time: int = 5) -> None:
+    def __init__(self, hosts: int = 50, at_a_time: int = 5, fleet: bool = True) -> None:
         self.repo = f"{REGISTRY}/{BENCH_REPO}"
         self.at_a_time = at_a_time
-        self.hosts = [BenchHost(f"bench-scale-{i:02d}", ROOTS / f"bench-scale-{i:02d}", self.repo)
-                      for i in range(hosts)]
+        self.rollout = FleetRollout(self.hosts_list(hosts), ROOTS) if fleet else None
+        self.hosts = self.rollout.hosts if self.rollout else self.hosts_list(hosts)
         self.client: docker.DockerClient | None = None
         self.image_ids: list[str] = []
 
@@ -65,7 +67,7 @@ class ScaleBench(Bench):
         self.client = client = docker.from_env()
         client.images.pull(SOURCE)
         say(f"scale: building {', '.join(VERSIONS)} in {self.repo} ...")
-        for version, flavour in zip(VERSIONS, "aba"):
+        for version, flavour in zip(VERSIONS if self.rollout else VERSIONS[:3], "abab"):
             ref = registry_tools.os_version_variant(client, SOURCE, self.repo, version,
                                                     os_manifest(version, services(flavour), "bench/scale.py"))
             self.image_ids.append(str(client.images.get(ref).id))
@@ -102,13 +104,19 @@ class ScaleBench(Bench):
                 Row("  per host: each upgrade", f_one_host),
                 Row(f"{n} hosts, {k} at a time: total", f_many_total),
                 Row(f"  per host: total / {n}", f_many_host)]
+        if self.rollout is not None:
+            fleet_figures, fleet_rows = self.rollout.run(VERSIONS[3], k, f_one_host, f_many_total)
+            figures += fleet_figures
+            rows += fleet_rows
         notes = [f"  scale: {k} at a time took {100 * many_total / one_total:.0f} % of one after the other; each "
                  f"upgrade then took {figures[6].median:.2f} s (median) instead of {f_one_host.median:.2f} s, "
                  f"services down {figures[7].median:.2f} s instead of {figures[3].median:.2f} s"]
-        return Section(self.title, rows, [(self.title, figures)], notes)
+        return Section(self.title, rows, [(self.title, figures)], notes + (self.rollout.notes if self.rollout else []))
 
     def clean(self) -> list[str]:
         """By label, not through osctl: ten calls per host instead of two osctl processes."""
+        if self.rollout is not None:
+            self.rollout.close()
         client = self.client or docker.from_env()
 
         def remove(host: BenchHost) -> list[str]:
@@ -119,6 +127,10 @@ class ScaleBench(Bench):
         problems = [p for found in parallel([lambda h=h: remove(h) for h in self.hosts], workers=4) for p in found]
         shutil.rmtree(ROOTS, ignore_errors=True)
         return problems + clean_bench(client, [], BENCH_REPO, self.image_ids)
+
+
+    def hosts_list(self, count: int) -> list[BenchHost]:
+        return [BenchHost(f"bench-scale-{i:02d}", ROOTS / f"bench-scale-{i:02d}", self.repo) for i in range(count)]
 
 
 def upgrade(host: BenchHost, version: str) -> tuple[float, float, float]:
@@ -135,11 +147,12 @@ def main() -> None:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=50)
     parser.add_argument("--at-a-time", type=int, default=5, help="hosts upgraded at once in the second rollout")
+    parser.add_argument("--no-fleet", action="store_true", help="skip the rollout by agents through etcd")
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args()
     if args.hosts < 1 or not 1 <= args.at_a_time <= args.hosts:
         parser.error("--hosts must be at least 1, --at-a-time from 1 to --hosts")
-    run_alone(ScaleBench(args.hosts, args.at_a_time), args.json_path)
+    run_alone(ScaleBench(args.hosts, args.at_a_time, fleet=not args.no_fleet), args.json_path)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,15 @@ from osctl.domain import fleetkeys
 
 
 class SimHost(Protocol):
+    """A test ``Host`` (``env()`` a method) or a bench host (``env`` a dict)."""
+
     host_id: str
     root: Path
 
-    def env(self) -> dict[str, str]: ...
+
+def host_env(host: SimHost) -> dict[str, str]:
+    env = host.env  # type: ignore[attr-defined]
+    return dict(env() if callable(env) else env)
 
 
 def write_config(host: SimHost, endpoints: Iterable[str], group: str, *, policy: str = "auto",
@@ -41,7 +46,7 @@ def write_config(host: SimHost, endpoints: Iterable[str], group: str, *, policy:
 
 
 def osctl(host: SimHost, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "osctl", *args], capture_output=True, text=True, env=host.env(),
+    return subprocess.run([sys.executable, "-m", "osctl", *args], capture_output=True, text=True, env=host_env(host),
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -66,7 +71,7 @@ class Agents:
     def start(self, host: SimHost) -> subprocess.Popen[bytes]:
         log = open(self.logdir / f"agent-{host.host_id}.log", "ab")  # noqa: SIM115 - the process owns it
         proc = subprocess.Popen([sys.executable, "-m", "osctl", "agent", "--lease-ttl", str(self.lease_ttl)],
-                                env=host.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                env=host_env(host), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         self.procs[host.host_id] = proc
         return proc
