@@ -80,7 +80,7 @@ def fleet(etcd_cluster: EtcdCluster, make_host: Callable[[], Host], tmp_path: Pa
 
 def test_twenty_hosts_roll_out_three_at_a_time_through_a_member_outage(
         fleet: Callable[..., Fleet], docker_client: docker.DockerClient) -> None:
-    f = fleet(20)
+    f = fleet(20, health_timeout="60s")
     fleet_sim.install_all(f.hosts, "v1.3")
     for host in f.hosts:
         f.agents.start(host)
