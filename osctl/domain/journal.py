@@ -13,18 +13,14 @@ step is journaled, before its work) and a few marks inside steps (``swap:old-sto
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from osctl.adapters import fsutil
+from osctl.adapters.statefile import Damage, StateFile
 from osctl.constants import STATE_DIR
-from osctl.errors import StateError
 from osctl.models.journal import History, HistoryEntry, Kind, Transaction
 
 STEPS = ("resolve", "pull", "verify", "stage", "prepare", "swap", "health", "commit", "cleanup")
@@ -45,21 +41,18 @@ def crash_point(name: str) -> None:
 
 
 class Journal:
+    """The journal raises on damage (what was interrupted cannot be guessed); the history, which
+    only informs, is set aside and started again."""
+
     def __init__(self, root: Path) -> None:
-        self.path = root / STATE_DIR / "journal.json"
-        self.history_path = root / STATE_DIR / "history.json"
+        self.file = StateFile(root / STATE_DIR / "journal.json", Transaction, Damage.RAISE, "the journal",
+                              hint="osctl cannot tell what was interrupted; check `osctl status`, then remove it")
+        self.history_file = StateFile(root / STATE_DIR / "history.json", History, Damage.SET_ASIDE, "the history")
 
     def current(self) -> Transaction | None:
         """The transaction in progress (or cut short), if any."""
-        text = fsutil.read_text(self.path)
-        if text is None:
-            return None
-        try:
-            txn = Transaction.model_validate_json(text)
-        except ValidationError:
-            raise StateError(f"the journal {self.path} is damaged",
-                             hint="osctl cannot tell what was interrupted; check `osctl status`, then remove it") from None
-        return txn if txn.result == "in-progress" else None
+        txn = self.file.read()
+        return txn if txn is not None and txn.result == "in-progress" else None
 
     def begin(self, kind: Kind, from_version: str | None, to_version: str) -> Transaction:
         txn = Transaction(id=uuid.uuid4().hex[:12], kind=kind, from_version=from_version, to_version=to_version,
@@ -85,17 +78,11 @@ class Journal:
                                             started_at=done.started_at, finished_at=done.finished_at,
                                             recovered=recovered))
         history.entries = history.entries[-HISTORY_KEEP:]
-        fsutil.atomic_write(self.history_path, json.dumps(history.model_dump(mode="json"), indent=2) + "\n")
+        self.history_file.write(history)
         self._write(done)
 
     def history(self) -> History:
-        text = fsutil.read_text(self.history_path)
-        if text is None:
-            return History()
-        try:
-            return History.model_validate_json(text)
-        except ValidationError:
-            return History()  # history informs; it never blocks a host
+        return self.history_file.load()  # history informs; damage never blocks a host
 
     def _write(self, txn: Transaction) -> None:
-        fsutil.atomic_write(self.path, json.dumps(txn.model_dump(mode="json"), indent=2) + "\n")
+        self.file.write(txn)

@@ -1,57 +1,43 @@
-"""Reading and writing the service state files under ``<root>/var/lib/osctl/``.
+"""The service state files under ``<root>/var/lib/osctl/``.
 
-Both are small JSON documents written whole (``fsutil.atomic_write``). A damaged file is read
-as the empty state rather than stopping a host from booting; the damage is reported.
+``services.json`` says what should run (the active version, disabled and stopped services): it
+keeps its last good copy, and a damaged file with no usable copy is a clear error, because an
+empty state would silently start services the operator disabled. ``supervisor.json`` only
+reports what the supervisor saw: a damaged one is set aside and the supervisor starts counting
+again.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
-
-from osctl.adapters import fsutil
+from osctl.adapters.statefile import Damage, StateFile
 from osctl.constants import STATE_DIR
 from osctl.models.services import ServicesState, SupervisorStatus
 
-M = TypeVar("M", bound=BaseModel)
+
+def services_file(root: Path) -> StateFile[ServicesState]:
+    return StateFile(root / STATE_DIR / "services.json", ServicesState, Damage.LAST_GOOD, "the services state",
+                     hint="remove it (osctl then forgets which services are disabled or stopped), "
+                          "then run osctl boot")
 
 
-def services_path(root: Path) -> Path:
-    return root / STATE_DIR / "services.json"
-
-
-def supervisor_path(root: Path) -> Path:
-    return root / STATE_DIR / "supervisor.json"
-
-
-def _read(path: Path, model: type[M]) -> M:
-    text = fsutil.read_text(path)
-    if text is None:
-        return model()
-    try:
-        return model.model_validate_json(text)
-    except ValidationError:
-        return model()
-
-
-def _write(path: Path, value: BaseModel) -> None:
-    fsutil.atomic_write(path, json.dumps(value.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+def supervisor_file(root: Path) -> StateFile[SupervisorStatus]:
+    return StateFile(root / STATE_DIR / "supervisor.json", SupervisorStatus, Damage.SET_ASIDE,
+                     "the supervisor's status")
 
 
 def read_services(root: Path) -> ServicesState:
-    return _read(services_path(root), ServicesState)
+    return services_file(root).load()
 
 
 def write_services(root: Path, state: ServicesState) -> None:
-    _write(services_path(root), state)
+    services_file(root).write(state)
 
 
 def read_supervisor(root: Path) -> SupervisorStatus:
-    return _read(supervisor_path(root), SupervisorStatus)
+    return supervisor_file(root).load()
 
 
 def write_supervisor(root: Path, status: SupervisorStatus) -> None:
-    _write(supervisor_path(root), status)
+    supervisor_file(root).write(status)

@@ -10,14 +10,12 @@ as stored. Boot folders are staged under a temporary name and renamed into place
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from osctl.adapters import fsutil
+from osctl.adapters.statefile import Damage, StateFile
 from osctl.constants import BOOT_DIR, STATE_DIR
 from osctl.errors import StateError
 from osctl.models.store import BootFile, StoreRecord
@@ -36,23 +34,22 @@ class Store:
     def record_path(self, version: str) -> Path:
         return self.records_dir / f"{version}.json"
 
+    def _record_file(self, version: str) -> StateFile[StoreRecord]:
+        """A damaged record is an error: the version must be pulled again, not guessed at."""
+        return StateFile(self.record_path(version), StoreRecord, Damage.RAISE, "the store record",
+                         hint=f"remove it and pull {version} again")
+
     def version_dir(self, version: str) -> Path:
         return self.boot_dir / version
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, version: str) -> StoreRecord | None:
         """The record of a completely stored version, or None."""
-        path = self.record_path(version)
-        text = fsutil.read_text(path)
-        if text is None:
+        record = self._record_file(version).read()
+        if record is None:
             return None
-        try:
-            record = StoreRecord.model_validate_json(text)
-        except ValidationError:
-            raise StateError(f"the store record {path} is damaged",
-                             hint=f"remove it and pull {version} again") from None
         if record.version != version:
-            raise StateError(f"the store record {path} names version {record.version}",
+            raise StateError(f"the store record {self.record_path(version)} names version {record.version}",
                              hint=f"remove it and pull {version} again")
         return record if self._complete(record) else None
 
@@ -99,8 +96,7 @@ class Store:
 
     def save(self, record: StoreRecord) -> None:
         """Write the record: from this moment on, the version is stored."""
-        data = json.dumps(record.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-        fsutil.atomic_write(self.record_path(record.version), data)
+        self._record_file(record.version).write(record)
 
     def remove(self, version: str) -> None:
         """Forget a version: the record goes first, so a crash leaves it unstored, not broken."""
