@@ -8,9 +8,10 @@ This module is a leaf: it imports nothing from osctl, so every layer may raise t
 
     OsctlError                      exit 1  something failed
     ├── UsageError                  exit 2  bad input: argument, version string, file content
-    │   ├── ConfigError             exit 2  a settings or user-data file is invalid
-    │   └── ManifestError           exit 2  a release manifest (or OS image) is invalid
-    ├── NotFoundError               exit 2  a named thing (version, image, service) does not exist
+    │   ├── DocumentError           exit 2  a document failed validation (carries every issue)
+    │   │   ├── ConfigError         exit 2  a settings file or user data is invalid
+    │   │   └── ManifestError       exit 2  a release manifest (or the OS image carrying it) is invalid
+    │   └── NotFoundError           exit 2  a named thing (version, image, service) does not exist
     ├── EngineUnavailable           exit 3  no Docker engine answers at the configured address
     ├── EngineError                 exit 1  the engine answered with an error
     ├── RegistryUnavailable         exit 4  the registry cannot be reached

@@ -398,6 +398,12 @@ class Engine:
         finally:
             self.remove_container(container_id)
 
+    def stop_and_remove(self, container_id: str, timeout: float = 10.0) -> None:
+        """Stop a container (its processes get SIGTERM, then SIGKILL after ``timeout``) and remove
+        it; named volumes stay. A container already gone is fine."""
+        self.stop(container_id, timeout)
+        self.remove_container(container_id)
+
     def remove_container(self, container_id: str) -> None:
         with contextlib.suppress(NotFoundError), self._translated(f"removing container {container_id[:12]}"):
             self._docker.api.remove_container(container_id, force=True, v=False)

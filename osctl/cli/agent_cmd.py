@@ -11,6 +11,7 @@ import click
 
 from osctl.cli import render
 from osctl.cli.context import AppContext, pass_app
+from osctl.cli.events import show
 
 
 @click.command()
@@ -40,5 +41,5 @@ def agent(app: AppContext, once: bool, lease_ttl: int) -> None:
     fleet = f"group {settings.group} via {','.join(settings.etcd_endpoints)}" if settings.etcd_endpoints else "alone"
     render.info(f"agent for host {settings.host_id} (pid {os.getpid()}), {fleet}, "
                 f"policy {settings.file.update.policy}")
-    runner = Agent(settings, app.engine, lease_ttl=lease_ttl, events=lambda what, detail: render.info(f"{what}: {detail}"))
+    runner = Agent(settings, app.engine, lease_ttl=lease_ttl, events=show)
     runner.run(stop, once=once)

@@ -8,6 +8,7 @@ import click
 
 from osctl.cli import render
 from osctl.cli.context import AppContext, json_option, pass_app
+from osctl.cli.events import show, shown
 
 COLOURS = {"running": "green", "completed": "green", "failed": "red", "exited": "red", "missing": "red",
            "stopped": "yellow", "disabled": "dim", "created": "yellow"}
@@ -16,17 +17,6 @@ COLOURS = {"running": "green", "completed": "green", "failed": "red", "exited": 
 @click.group()
 def service() -> None:
     """List, inspect, start and stop the system services of the active version."""
-
-
-def _reporter(as_json: bool):  # type: ignore[no-untyped-def]
-    if as_json:
-        return None
-
-    def report(name: str, result: str, detail: str) -> None:
-        colour = {"failed": "red", "skipped": "yellow"}.get(result, "green")
-        render.stderr.print(f"  [{colour}]{result:>10}[/] {name}" + (f" [dim]({detail})[/]" if detail else ""))
-
-    return report
 
 
 @service.command()
@@ -39,7 +29,7 @@ def up(app: AppContext, version: str | None, timeout: float, as_json: bool) -> N
     """Start the service set in dependency order; unchanged services are left running."""
     from osctl.operations import services
 
-    outcomes = services.up(app.settings, app.engine, version, report=_reporter(as_json), timeout=timeout)
+    outcomes = services.up(app.settings, app.engine, version, events=shown(as_json), timeout=timeout)
     if as_json:
         render.print_json([{"service": o.service, "result": o.result, "detail": o.detail} for o in outcomes])
 
@@ -50,7 +40,7 @@ def down(app: AppContext) -> None:
     """Stop and remove the service set, dependents first; volumes are kept."""
     from osctl.operations import services
 
-    done = services.down(app.settings, app.engine, report=_reporter(False))
+    done = services.down(app.settings, app.engine, events=show)
     render.stdout.print(f"stopped {len(done)} service(s)")
 
 
@@ -107,7 +97,7 @@ def _flag_command(action: str, doc: str) -> click.Command:
     def command(app: AppContext, name: str) -> None:
         from osctl.operations import services
 
-        render.stdout.print(services.set_flag(app.settings, app.engine, name, action, report=_reporter(False)))
+        render.stdout.print(services.set_flag(app.settings, app.engine, name, action, events=show))
 
     return command
 

@@ -8,22 +8,7 @@ import click
 
 from osctl.cli import render
 from osctl.cli.context import AppContext, json_option, pass_app
-
-
-def _events(as_json: bool):  # type: ignore[no-untyped-def]
-    if as_json:
-        return None
-
-    def say(what: str, detail: str) -> None:
-        if what in ("pull", "swap", "trial", "recover"):
-            render.stderr.print(f"[bold]{what}[/]: {detail}")
-        elif what in ("rollback", "fallback"):
-            render.stderr.print(f"[bold red]{what}[/]: {detail}")
-        else:
-            colour = {"failed": "red", "skipped": "yellow"}.get(detail, "green")
-            render.stderr.print(f"  [{colour}]{detail:>10}[/] {what}")
-
-    return say
+from osctl.cli.events import shown
 
 
 def _transaction(kind: str):  # type: ignore[no-untyped-def]
@@ -68,7 +53,7 @@ def _run(app: AppContext, kind: str, to: str | None, stage: bool, dry_run: bool,
         if not click.confirm(f"{plan.kind} {app.settings.host_id} to {plan.to_version}?", default=False, err=True):
             raise click.Abort()
     outcome = transaction.run(app.settings, app.engine, plan, health_timeout=health_timeout, force=force,
-                              tries=tries, events=_events(as_json))
+                              tries=tries, events=shown(as_json))
     if as_json:
         render.print_json(outcome.as_dict())
     elif outcome.result == "staged":
@@ -128,7 +113,7 @@ def boot(app: AppContext, health_timeout: float, as_json: bool) -> None:
     """Start-up: recover, boot the trial or the default version, bring its services up."""
     from osctl.operations.boot import boot as run
 
-    result = run(app.settings, app.engine, health_timeout=health_timeout, events=_events(as_json))
+    result = run(app.settings, app.engine, health_timeout=health_timeout, events=shown(as_json))
     if as_json:
         render.print_json(result.as_dict())
         return

@@ -68,10 +68,6 @@ class FleetSemaphore:
                 found.append(_slot(index, kv))
         return sorted(found, key=lambda s: s.index)
 
-    def held_by(self, host_id: str) -> Slot | None:
-        """The slot ``host_id`` holds, if any."""
-        return next((s for s in self.slots() if s.holder.host_id == host_id), None)
-
     def acquire(self, host_id: str, version: str, lease: int, max_concurrent: int) -> Slot | None:
         """Take a slot for ``host_id`` under ``lease`` (or keep the one it holds); None when all are taken.
 

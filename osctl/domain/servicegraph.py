@@ -93,3 +93,16 @@ def start_order(services: Mapping[str, ServiceSpec]) -> list[str]:
 def stop_order(services: Mapping[str, ServiceSpec]) -> list[str]:
     """The reverse of the start order: dependents stop before what they depend on."""
     return list(reversed(start_order(services)))
+
+
+def dependencies(services: Mapping[str, ServiceSpec], name: str) -> set[str]:
+    """Everything ``name`` depends on, directly or through others (not ``name`` itself)."""
+    found: set[str] = set()
+    frontier = [name]
+    while frontier:
+        for dep in services[frontier.pop()].depends_on:
+            if dep in services and dep not in found:
+                found.add(dep)
+                frontier.append(dep)
+    found.discard(name)
+    return found

@@ -30,7 +30,6 @@ from __future__ import annotations
 import difflib
 import email
 import email.policy
-import io
 import re
 import zlib
 from collections.abc import Set as AbstractSet

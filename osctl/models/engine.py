@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,25 @@ class ContainerState:
     health: str | None  # starting | healthy | unhealthy | None without a probe
     image: str
     restart_count: int = 0
+
+    @property
+    def exited_ok(self) -> bool:
+        """It ran to its end and exited 0: a one-shot that completed."""
+        return self.status == "exited" and self.exit_code == 0
+
+    @property
+    def started(self) -> datetime | None:
+        """When it last started, parsed; the engine writes nanoseconds and drops trailing zeros."""
+        return parse_engine_time(self.started_at)
+
+
+def parse_engine_time(text: str) -> datetime | None:
+    """An engine timestamp (RFC 3339 with up to nine fraction digits) as an aware datetime."""
+    head, dot, rest = text.rstrip("Z").partition(".")
+    if not head or head.startswith("0001-"):  # the engine's zero time: never
+        return None
+    digits = rest.split("+")[0].split("-")[0] if dot else ""
+    try:
+        return datetime.fromisoformat(f"{head}.{(digits + '000000')[:6]}+00:00" if dot else f"{head}+00:00")
+    except ValueError:
+        return None

@@ -118,3 +118,12 @@ class SlotHolder(Record):
     host_id: str
     version: str
     acquired_at: AwareDatetime
+
+
+class AgentMemory(BaseModel):
+    """``<root>/var/lib/osctl/agent.json``: what the agent remembers across restarts, the versions
+    that rolled back on this host (never tried again)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    failed_versions: list[str] = Field(default_factory=list)

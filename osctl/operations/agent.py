@@ -20,7 +20,6 @@ Without etcd settings the agent runs alone: no slots, no rollout, the same gates
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import threading
 from collections.abc import Callable
@@ -28,15 +27,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from osctl.adapters import fsutil
 from osctl.adapters.etcd import Etcd
+from osctl.adapters.statefile import Damage, StateFile
 from osctl.adapters.locking import host_lock
 from osctl.domain import bootpointer, updatepolicy
 from osctl.domain.fleetslots import FleetSemaphore
 from osctl.domain.fleetstate import add_failure, publish_host, read_rollout, update_rollout
 from osctl.domain.store import Store
-from osctl.errors import EtcdUnavailable, OsctlError, StateError
-from osctl.models.fleet import HostPhase, HostState, Rollout, RolloutFailure
+from osctl.errors import EtcdUnavailable, OsctlError
+from osctl.models.events import AgentEvent, Events, ignore
+from osctl.models.fleet import AgentMemory, HostPhase, HostState, Rollout, RolloutFailure
 from osctl.models.version import OsVersion
 from osctl.operations import transaction
 from osctl.operations.pull import pull_version
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 AGENT_STATE = "var/lib/osctl/agent.json"  # the versions that rolled back on this host
 JITTER = 0.1  # +-10 % of the check interval
 SLOT_RETRY = 1.0  # seconds between asks for a slot (or a wave, a window) once staged
-Events = Callable[[str, str], None]
 
 
 def _utcnow() -> datetime:
@@ -68,10 +67,10 @@ class Step:
 class Agent:
     """One host's agent. ``settings`` is re-read at every tick (user data may change it)."""
 
-    def __init__(self, settings: Settings, engine: Engine, *, lease_ttl: int = 10, events: Events | None = None,
+    def __init__(self, settings: Settings, engine: Engine, *, lease_ttl: int = 10, events: Events = ignore,
                  rng: random.Random | None = None, clock: Callable[[], datetime] = _utcnow) -> None:
         self.base, self.engine, self.lease_ttl = settings, engine, lease_ttl
-        self.say: Events = events or (lambda *_a: None)
+        self.events = events
         self.rng, self.clock = rng or random.Random(), clock
         self.host_id = settings.host_id
         # One attempt per call: the loop itself asks again soon, and must not sit for a minute in
@@ -150,7 +149,7 @@ class Agent:
         if Store(settings.root).get(target) is None:
             self._publish(settings, Step("staging", target, f"pulling {target}"))
             pull_version(settings, self.engine, target)
-            self.say("staged", target)
+            self.events(AgentEvent("staged", target))
         if policy.policy == "download-only":
             return Step("staged", target, f"{target} is stored; policy download-only never swaps")
         if not updatepolicy.window_open(policy.window, self.clock()):
@@ -194,7 +193,7 @@ class Agent:
                 return Step("idle", target, "the rollout changed while waiting for a slot")
             if not self.etcd.lease_alive(lease):
                 return Step("waiting-slot", target, "this host's lease expired; taking a new one", retry_soon=True)
-            self.say("slot", f"slot {slot.index} for {target}")
+            self.events(AgentEvent("slot", f"slot {slot.index} for {target}"))
             step = self._swap(settings, target, now)
             self._publish(settings, step)  # the result is on record before the slot is free
             return step
@@ -209,15 +208,15 @@ class Agent:
         try:
             outcome = transaction.run(settings, self.engine, plan, health_timeout=settings.file.boot.health_timeout)
         except transaction.TransactionFailed as exc:
-            self._remember_failed(settings, target)
+            self._remember_failed(target)
             if rollout is not None and self.etcd is not None:
                 failure = RolloutFailure(host_id=self.host_id, version=target, reason=exc.message, at=self.clock())
                 update_rollout(self.etcd, self.group,
                                lambda r: add_failure(r, failure, self.clock()) if r.target == target else None)
-            self.say("rolled-back", exc.message)
+            self.events(AgentEvent("rolled-back", exc.message))
             return Step("rolled-back", target, f"rolled back to {running}: {exc.message}")
         done = f"{running or 'nothing'} -> {target}: {outcome.result} in {outcome.seconds:.1f} s"
-        self.say("swapped", done)
+        self.events(AgentEvent("swapped", done))
         return Step("healthy", target, done)
 
     # ------------------------------------------------------------------ etcd: lease and state
@@ -239,7 +238,7 @@ class Agent:
                     continue
                 try:
                     if not keeper.keepalive(lease):
-                        self.say("lease", "the lease expired; a new one is taken at the next check")
+                        self.events(AgentEvent("lease", "the lease expired; a new one is taken at the next check"))
                         if self.lease == lease:
                             self.lease = None
                 except OsctlError:
@@ -269,7 +268,7 @@ class Agent:
 
     def _say_changed(self, step: Step) -> None:
         if (step.phase, step.detail, step.target) != (self.last.phase, self.last.detail, self.last.target):
-            self.say(step.phase, step.detail)
+            self.events(AgentEvent(step.phase, step.detail))
         self.last = step
 
     @staticmethod
@@ -296,21 +295,17 @@ class Agent:
     def _recover(self) -> None:
         """Finish what a crash interrupted (a swap cut short), as ``osctl boot`` would."""
         with host_lock(self.base.root, "agent: recover"):
-            recovered = transaction.recover(self.base, self.engine, self.say)
+            recovered = transaction.recover(self.base, self.engine, self.events)
         if recovered:
-            self.say("recovered", recovered)
+            self.events(AgentEvent("recovered", recovered))
+
+    def _memory(self) -> StateFile[AgentMemory]:
+        return StateFile(self.base.root / AGENT_STATE, AgentMemory, Damage.RAISE, "the agent's state",
+                         hint="delete it: the agent then forgets which versions rolled back here")
 
     def _load_failed(self) -> set[str]:
-        text = fsutil.read_text(self.base.root / AGENT_STATE)
-        if text is None:
-            return set()
-        try:
-            return set(json.loads(text)["failed_versions"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StateError(f"{self.base.root / AGENT_STATE} is damaged ({exc})",
-                             hint="delete it: the agent then forgets which versions rolled back here") from None
+        return set(self._memory().load().failed_versions)
 
-    def _remember_failed(self, settings: Settings, version: str) -> None:
+    def _remember_failed(self, version: str) -> None:
         self.failed.add(version)
-        data = json.dumps({"failed_versions": sorted(self.failed)}, indent=2) + "\n"
-        fsutil.atomic_write(settings.root / AGENT_STATE, data.encode())
+        self._memory().write(AgentMemory(failed_versions=sorted(self.failed)))

@@ -16,17 +16,18 @@ from dataclasses import asdict, dataclass
 
 from osctl.adapters.engine import Engine
 from osctl.adapters.locking import host_lock
-from osctl.domain import bootloader, bootpointer, servicestate
+from osctl.domain import bootpointer, servicestate
+from osctl.domain.current import make_current
 from osctl.domain.journal import Journal, crash_point
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import OsctlError
+from osctl.models.events import Events, Step, StepEvent, ignore
 from osctl.models.services import ServicesState
 from osctl.models.store import BootPointer
-from osctl.operations import serviceset
+from osctl.operations import cloudinit, serviceset
 from osctl.operations.services import skipped
-from osctl.operations import cloudinit
-from osctl.operations.transaction import DEFAULT_HEALTH_TIMEOUT, Events, converge, recover
+from osctl.operations.transaction import DEFAULT_HEALTH_TIMEOUT, converge, recover
 
 
 @dataclass
@@ -43,9 +44,9 @@ class BootResult:
 
 
 def boot(settings: Settings, engine: Engine, *, health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
-         events: Events | None = None) -> BootResult:
+         events: Events = ignore) -> BootResult:
     """Boot the host, then apply its user data (which may converge it to a pinned version)."""
-    result = _boot(settings, engine, health_timeout, events or (lambda *_a: None))
+    result = _boot(settings, engine, health_timeout, events)
     try:
         report = cloudinit.apply(settings, engine,
                                  converge=lambda version: converge(settings, engine, version, events=events))
@@ -58,9 +59,9 @@ def boot(settings: Settings, engine: Engine, *, health_timeout: float = DEFAULT_
     return result
 
 
-def _boot(settings: Settings, engine: Engine, health_timeout: float, say: Events) -> BootResult:
+def _boot(settings: Settings, engine: Engine, health_timeout: float, events: Events) -> BootResult:
     with host_lock(settings.root, "boot"):
-        recovered = recover(settings, engine, say)
+        recovered = recover(settings, engine, events)
         pointer = bootpointer.read(settings.root)
         state = servicestate.read_services(settings.root)
         # A boot starts over: operator stops do not outlive it; disabled services stay disabled.
@@ -78,15 +79,16 @@ def _boot(settings: Settings, engine: Engine, health_timeout: float, say: Events
                 journal.finish(txn, "rolled-back", f"trial of {trial} abandoned: {why}")
                 result.trial_result, result.reason = "fell-back", why
             else:
-                pointer = pointer.model_copy(update={"trial_tries": pointer.trial_tries - 1})
-                bootpointer.write(settings.root, pointer)  # the try is spent before it is made
+                # The try is spent before it is made: a boot that dies half-way counts.
+                pointer = make_current(settings.root,
+                                       pointer=pointer.model_copy(update={"trial_tries": pointer.trial_tries - 1}))
                 txn = journal.begin("boot", pointer.default, trial)
                 crash_point("boot:trial-started")
-                say("trial", f"booting {trial} ({pointer.trial_tries} tries left after this one)")
+                events(StepEvent(Step.TRIAL, f"booting {trial} ({pointer.trial_tries} tries left after this one)"))
                 try:
-                    _bring_alone(settings, engine, trial, state, health_timeout, say)
+                    _bring_alone(settings, engine, trial, state, health_timeout, events)
                 except OsctlError as exc:
-                    say("fallback", exc.message)
+                    events(StepEvent(Step.FALLBACK, exc.message))
                     serviceset.down(engine, settings.host_id, trial, remove=True)
                     pointer = _drop_trial(settings, pointer)
                     journal.finish(txn, "rolled-back", f"trial of {trial} failed: {exc.message}")
@@ -94,36 +96,28 @@ def _boot(settings: Settings, engine: Engine, health_timeout: float, say: Events
                 else:
                     promoted = pointer.model_copy(update={"default": trial, "previous": pointer.default,
                                                           "trial": None, "trial_tries": 0})
-                    bootpointer.write(settings.root, promoted)
-                    servicestate.write_services(settings.root, state.model_copy(update={"version": trial,
-                                                                                        "desired": "up"}))
-                    bootloader.write(settings.root, Store(settings.root).records(), promoted)
+                    make_current(settings.root, pointer=promoted,
+                                 services=state.model_copy(update={"version": trial, "desired": "up"}))
                     journal.finish(txn, "committed", f"trial of {trial} became the default")
                     result.version, result.trial_result = trial, "promoted"
                     return result
 
         if pointer.default is None:
-            servicestate.write_services(settings.root, state)
+            make_current(settings.root, services=state)
             return result
-        _bring_alone(settings, engine, pointer.default, state, health_timeout, say)
+        _bring_alone(settings, engine, pointer.default, state, health_timeout, events)
         return result
 
 
 def _bring_alone(settings: Settings, engine: Engine, version: str, state: ServicesState, health_timeout: float,
-                 say: Events) -> None:
+                 events: Events) -> None:
     """Bring ``version``'s set up and make it the only one of this host."""
-    for key in serviceset.observe(engine, settings.host_id):
-        other = key.split("@", 1)[1]
-        if other != version:
-            serviceset.down(engine, settings.host_id, other, remove=True)
+    for other in sorted({key.version for key in serviceset.observe_host(engine, settings.host_id)} - {version}):
+        serviceset.down(engine, settings.host_id, other, remove=True)
     sset = serviceset.load_service_set(settings.host_id, settings.root, version)
-    servicestate.write_services(settings.root, state.model_copy(update={"version": version, "desired": "up"}))
-    serviceset.up(engine, sset, skip=skipped(state), wait_healthy=True, timeout=health_timeout,
-                  report=lambda name, outcome, detail: say(name, outcome))
+    make_current(settings.root, services=state.model_copy(update={"version": version, "desired": "up"}))
+    serviceset.up(engine, sset, skip=skipped(state), wait_healthy=True, timeout=health_timeout, events=events)
 
 
 def _drop_trial(settings: Settings, pointer: BootPointer) -> BootPointer:
-    dropped = pointer.model_copy(update={"trial": None, "trial_tries": 0})
-    bootpointer.write(settings.root, dropped)
-    bootloader.write(settings.root, Store(settings.root).records(), dropped)
-    return dropped
+    return make_current(settings.root, pointer=pointer.model_copy(update={"trial": None, "trial_tries": 0}))

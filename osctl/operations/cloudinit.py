@@ -40,6 +40,7 @@ from osctl.domain.store import Store
 from osctl.domain.userdata import UserData, merge, parse_user_data
 from osctl.errors import ConfigError, Issue, OsctlError, UsageError
 from osctl.models.engine import ContainerSpec, Mount
+from osctl.models.events import ServiceResult
 from osctl.models.settings import HostSettings
 from osctl.operations import serviceset
 from osctl.operations.services import skipped
@@ -289,7 +290,8 @@ class _Applier:
             return None
         sset = serviceset.load_service_set(self.settings.host_id, self.root, state.version)
         outcomes = serviceset.up(self.engine, sset, skip=skipped(state), wait_healthy=False)
-        touched = [o.service for o in outcomes if o.result in ("created", "recreated", "started")]
+        touched = [o.service for o in outcomes
+                   if o.result in (ServiceResult.CREATED, ServiceResult.RECREATED, ServiceResult.STARTED)]
         return f"services {', '.join(touched)} (re)started" if touched else None
 
     def write_files(self, files: list[dict[str, Any]]) -> str | None:
@@ -336,33 +338,12 @@ class _Applier:
         return ", ".join(made)
 
     def user(self, name: str, shell: str, groups: list[str], keys: list[str]) -> str:
-        passwd = hostfiles.under_root(self.root, "/etc/passwd")
-        users = hostfiles.read_ids(self.root, "passwd")
-        if name not in users:
-            uid = max([999, *(u for u in users.values() if u < 60000)]) + 1
-            _append_line(passwd, f"{name}:x:{uid}:{uid}::/home/{name}:{shell}")
-            _append_line(hostfiles.under_root(self.root, "/etc/group"), f"{name}:x:{uid}:")
-        uid = hostfiles.read_ids(self.root, "passwd")[name]
+        uid = hostfiles.add_user(self.root, name, shell)
         for group in groups:
-            self.add_to_group(name, group)
+            hostfiles.add_to_group(self.root, name, group)
         if keys:
             self.keys(f"/home/{name}", uid, uid, keys)
         return name
-
-    def add_to_group(self, user: str, group: str) -> None:
-        path = hostfiles.under_root(self.root, "/etc/group")
-        lines = path.read_text().splitlines() if path.is_file() else []
-        for index, line in enumerate(lines):
-            fields = line.split(":")
-            if fields[0] == group and len(fields) == 4:
-                members = [m for m in fields[3].split(",") if m]
-                if user not in members:
-                    fields[3] = ",".join([*members, user])
-                    lines[index] = ":".join(fields)
-                    fsutil.atomic_write(path, "\n".join(lines) + "\n")
-                return
-        gids = hostfiles.read_ids(self.root, "group")
-        _append_line(path, f"{group}:x:{max([999, *(g for g in gids.values() if g < 60000)]) + 1}:{user}")
 
     def keys(self, home: str, uid: int, gid: int, keys: list[str]) -> None:
         ssh = hostfiles.under_root(self.root, f"{home}/.ssh")
@@ -458,13 +439,6 @@ def _groups(value: Any) -> list[str]:
     if isinstance(value, str):
         return [g.strip() for g in value.split(",") if g.strip()]
     return [str(g) for g in value or []]
-
-
-def _append_line(path: Path, line: str) -> None:
-    current = path.read_text() if path.is_file() else ""
-    if current and not current.endswith("\n"):
-        current += "\n"
-    fsutil.atomic_write(path, current + line + "\n")
 
 
 def _safe(instance_id: str) -> str:

@@ -53,11 +53,11 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
     state = servicestate.read_services(settings.root)
     supervisor = servicestate.read_supervisor(settings.root)
     pointer = bootpointer.read(settings.root)
-    observed = serviceset.observe(engine, settings.host_id)
+    observed = serviceset.observe_host(engine, settings.host_id)
     journal = Journal(settings.root)
     txn = journal.current()
     rollbacks = [e for e in journal.history().entries if e.result == "rolled-back"]
-    active = [c for key, c in observed.items() if key.endswith(f"@{state.version}")] if state.version else []
+    active = [c for key, c in observed.items() if key.version == state.version] if state.version else []
     return HostStatus(
         host_id=settings.host_id,
         host_id_source=settings.source_of("host_id"),
@@ -70,7 +70,7 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
         desired=state.desired,
         next_boot=pointer.next_boot,
         previous=pointer.previous,
-        running_versions=sorted({key.split("@", 1)[1] for key, c in observed.items() if c.running}),
+        running_versions=sorted({key.version for key, c in observed.items() if c.running}),
         services_running=sum(1 for c in active if c.running),
         services_total=len(active),
         failed_services=sorted(n for n, r in supervisor.services.items() if r.failed),

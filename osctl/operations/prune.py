@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from osctl.adapters.engine import Engine
 from osctl.adapters.locking import host_lock
 from osctl.domain import bootpointer
+from osctl.domain.current import make_current
 from osctl.domain.naming import HOLD_REPOSITORY, hold_ref
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
@@ -45,6 +46,7 @@ def prune(settings: Settings, engine: Engine, *, keep: int, dry_run: bool = Fals
         for version in plan.remove:
             store.remove(version)
         store.clean_leftovers()
+        make_current(settings.root)  # the loader forgets the removed versions' entries
         still_needed = {image for v, r in records.items() if v not in plan.remove for image in r.image_ids}
         for version in plan.remove:
             for image in sorted(records[version].image_ids):

@@ -17,6 +17,7 @@ from osctl.adapters.engine import Engine
 from osctl.adapters.locking import host_lock
 from osctl.adapters.registry import Registry
 from osctl.constants import MANIFEST_PATH
+from osctl.domain.current import make_current
 from osctl.domain.naming import hold_ref
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
@@ -94,6 +95,7 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
     )
     hold_images(engine, settings.host_id, record)
     store.save(record)
+    make_current(settings.root)  # every stored version has its boot loader entry
     return PullResult(record, already_stored=False)
 
 

@@ -12,9 +12,10 @@ from osctl.adapters.locking import host_lock
 from osctl.domain import bootpointer, servicegraph, servicestate
 from osctl.domain.settings import Settings
 from osctl.errors import NotFoundError, UsageError
+from osctl.models.events import Events, ServiceOutcome, SkipReason, ignore
 from osctl.models.services import ServicesState
 from osctl.operations import serviceset
-from osctl.operations.serviceset import Outcome, Report, ServiceSet
+from osctl.operations.serviceset import ServiceSet, Skip
 
 
 @dataclass(frozen=True)
@@ -41,34 +42,35 @@ def active_version(settings: Settings, explicit: str | None = None) -> str:
     return version
 
 
-def skipped(state: ServicesState) -> dict[str, str]:
-    reasons = {name: "stopped by the operator (osctl service start NAME)" for name in state.stopped}
-    reasons.update({name: "disabled (osctl service enable NAME)" for name in state.disabled})
+def skipped(state: ServicesState) -> Skip:
+    """The services the operator keeps down, and why (disabled wins over stopped)."""
+    reasons = {name: SkipReason.STOPPED for name in state.stopped}
+    reasons.update({name: SkipReason.DISABLED for name in state.disabled})
     return reasons
 
 
-def up(settings: Settings, engine: Engine, version: str | None, *, report: Report | None = None,
-       timeout: float = serviceset.HEALTH_TIMEOUT) -> list[Outcome]:
+def up(settings: Settings, engine: Engine, version: str | None, *, events: Events = ignore,
+       timeout: float = serviceset.HEALTH_TIMEOUT) -> list[ServiceOutcome]:
     with host_lock(settings.root, "service up"):
         state = servicestate.read_services(settings.root)
         target = active_version(settings, version)
-        others = sorted({key.split("@", 1)[1] for key, c in serviceset.observe(engine, settings.host_id).items()
-                         if c.running and not key.endswith(f"@{target}")})
+        others = sorted({key.version for key, c in serviceset.observe_host(engine, settings.host_id).items()
+                         if c.running and key.version != target})
         if others:
             raise UsageError(f"the services of {', '.join(others)} are running on this host",
                              hint="switch versions with osctl upgrade/downgrade, or osctl service down first")
         sset = serviceset.load_service_set(settings.host_id, settings.root, target)
         servicestate.write_services(settings.root, state.model_copy(update={"version": target, "desired": "up"}))
-        return serviceset.up(engine, sset, skip=skipped(state), report=report, timeout=timeout)
+        return serviceset.up(engine, sset, skip=skipped(state), events=events, timeout=timeout)
 
 
-def down(settings: Settings, engine: Engine, *, report: Report | None = None) -> list[str]:
+def down(settings: Settings, engine: Engine, *, events: Events = ignore) -> list[str]:
     with host_lock(settings.root, "service down"):
         state = servicestate.read_services(settings.root)
         # Desired state first: a supervisor that sees the containers stop must not restart them.
         servicestate.write_services(settings.root, state.model_copy(update={"desired": "down"}))
         manifest = serviceset.stored_manifest(settings.host_id, settings.root, state.version)
-        return serviceset.down(engine, settings.host_id, state.version, manifest=manifest, report=report)
+        return serviceset.down(engine, settings.host_id, state.version, manifest=manifest, events=events)
 
 
 def _service_set(settings: Settings) -> ServiceSet:
@@ -83,7 +85,7 @@ def known(sset: ServiceSet, name: str) -> None:
                             hint=f"known services: {', '.join(names)}")
 
 
-def set_flag(settings: Settings, engine: Engine, name: str, action: str, *, report: Report | None = None) -> str:
+def set_flag(settings: Settings, engine: Engine, name: str, action: str, *, events: Events = ignore) -> str:
     """start, stop, restart, enable or disable one service; returns what was done, in words."""
     with host_lock(settings.root, f"service {action} {name}"):
         sset = _service_set(settings)
@@ -113,25 +115,16 @@ def set_flag(settings: Settings, engine: Engine, name: str, action: str, *, repo
             if action == "restart" and current is not None and current.running:
                 engine.stop(current.id)
             state = servicestate.read_services(settings.root)
-            serviceset.up(engine, sset, skip={**skipped(state), **_others_untouched(sset, name, engine)},
-                          report=report, wait_healthy=False)
+            # Starting one service must not start others the operator left down: only what it
+            # depends on may come along (it must run for this one to start).
+            needed = servicegraph.dependencies(sset.manifest.services, name)
+            others = {other: SkipReason.NOT_ASKED_FOR for other in sset.manifest.services
+                      if other != name and other not in needed}
+            serviceset.up(engine, sset, skip={**skipped(state), **others}, events=events, wait_healthy=False)
             return f"{name} is {'restarted' if action == 'restart' else 'started'}"
         servicestate.write_services(settings.root, state.model_copy(update={"stopped": sorted(stopped),
                                                                             "disabled": sorted(disabled)}))
         return said
-
-
-def _others_untouched(sset: ServiceSet, name: str, engine: Engine) -> dict[str, str]:
-    """Starting one service must not start others the operator left down: only its
-    dependencies may come along (they must run for it to start)."""
-    needed = {name}
-    frontier = [name]
-    while frontier:
-        for dep in sset.manifest.services[frontier.pop()].depends_on:
-            if dep not in needed:
-                needed.add(dep)
-                frontier.append(dep)
-    return {other: "not asked for" for other in sset.manifest.services if other not in needed}
 
 
 def service_rows(settings: Settings, engine: Engine) -> list[ServiceRow]:
@@ -149,7 +142,7 @@ def service_rows(settings: Settings, engine: Engine) -> list[ServiceRow]:
             status = "missing"
         elif container.running:
             status = "running"
-        elif service.oneshot and container.status == "exited" and container.exit_code == 0:
+        elif service.oneshot and container.exited_ok:
             status = "completed"
         else:
             status = container.status
@@ -160,9 +153,8 @@ def service_rows(settings: Settings, engine: Engine) -> list[ServiceRow]:
         elif record is not None and record.failed and status != "running":
             status = "failed"
         uptime = None
-        if container is not None and container.running:
-            started = datetime.fromisoformat(container.started_at[:26].rstrip("Z") + "+00:00")
-            uptime = max(0.0, (now - started).total_seconds())
+        if container is not None and container.running and container.started is not None:
+            uptime = max(0.0, (now - container.started).total_seconds())
         rows.append(ServiceRow(name, status, container.health if container and container.running else None,
                                record.restarts if record else 0, uptime,
                                service.image or f"{sset.version} (OS image)", sset.version, service.oneshot))

@@ -1,21 +1,24 @@
 """Bringing a version's service set up and down on the engine.
 
-``up`` starts every service as soon as what it depends on is ready, independent services in
-parallel: ``service_started`` waits for the container to run, ``service_healthy`` for its
-probe to pass (osctl runs the probe itself, so nothing waits out the engine's interval),
-``service_completed_successfully`` for a one-shot to exit 0. A service whose dependency failed
-is not started. Containers whose spec hash matches are left alone; changed ones are
-recreated; named volumes are never removed. ``down`` stops in the reverse order.
+``up`` first decides, for every container of the version on the engine and every service of
+its manifest, what to do (``plan``: create, recreate, keep, or remove a stray), the way a
+compose convergence plan does, and then acts: it starts every service as soon as what it
+depends on is ready, independent services in parallel. ``service_started`` waits for the
+container to run, ``service_healthy`` for its probe to pass (osctl runs the probe itself, so
+nothing waits out the engine's interval), ``service_completed_successfully`` for a one-shot to
+exit 0. A service whose dependency failed is not started. Named volumes are never removed.
+``down`` stops in the reverse order.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from osctl.adapters.engine import Engine
 from osctl.constants import CONFIG_FILE, LABEL_ROLE, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_VERSION, ROLE_SERVICE
@@ -28,13 +31,13 @@ from osctl.domain.settings import read_settings_file
 from osctl.domain.store import Store
 from osctl.errors import NotFoundError, OsctlError, ServiceFailed
 from osctl.models.engine import ContainerSpec, ContainerState
+from osctl.models.events import Events, ServiceOutcome, ServiceResult, SkipReason, ignore
 from osctl.models.manifest import ReleaseManifest
 
-ONESHOT_TIMEOUT = 120.0
 HEALTH_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
-Report = Callable[[str, str, str], None]  # service, what happened, detail
+Skip = dict[str, SkipReason]  # services not to start, and why
 
 
 @dataclass(frozen=True)
@@ -50,24 +53,28 @@ class ServiceSet:
         return {dep: rule.condition for dep, rule in self.manifest.services[name].depends_on.items()}
 
 
-@dataclass
-class Outcome:
-    service: str
-    result: str  # created, recreated, started, unchanged, completed, skipped, failed
-    detail: str = ""
-    logs: list[str] = field(default_factory=list)
+class ServiceKey(NamedTuple):
+    """One system container of a host: which service, of which version."""
 
-    @property
-    def ok(self) -> bool:
-        return self.result not in ("failed",)
+    service: str
+    version: str
+
+
+class Action(enum.Enum):
+    """What ``up`` does with one service's container, decided before anything is touched."""
+
+    CREATE = "create"  # no container yet
+    RECREATE = "recreate"  # its spec changed: the old container goes, a new one is made
+    KEEP = "keep"  # as specified: started if it is not running
+    REMOVE = "remove"  # a container of this version for a service the manifest no longer has
 
 
 class ServicesFailed(ServiceFailed):
     """``up`` could not bring every service up; the outcome of each is attached."""
 
-    def __init__(self, outcomes: list[Outcome]) -> None:
+    def __init__(self, outcomes: list[ServiceOutcome]) -> None:
         self.outcomes = outcomes
-        failed = [o for o in outcomes if o.result == "failed"]
+        failed = [o for o in outcomes if not o.ok]
         super().__init__(failed[0].service, failed[0].detail, failed[0].logs, others=len(failed) - 1)
 
 
@@ -98,18 +105,45 @@ def stored_manifest(host_id: str, root: Path, version: str | None) -> ReleaseMan
     return load_service_set(host_id, root, version).manifest
 
 
-def observe(engine: Engine, host_id: str, version: str | None = None) -> dict[str, ContainerState]:
-    """The host's system containers (of one version, or all) by service name, as the engine says."""
+def observe(engine: Engine, host_id: str, version: str) -> dict[str, ContainerState]:
+    """One version's system containers on this host, by service name, as the engine says now."""
+    return {key.service: state for key, state in observe_host(engine, host_id, version).items()}
+
+
+def observe_host(engine: Engine, host_id: str, version: str | None = None) -> dict[ServiceKey, ContainerState]:
+    """The host's system containers (of every version, or of one), as the engine says now.
+
+    Each is inspected (a listing does not carry exit codes or health); one removed between the
+    listing and its inspection is left out.
+    """
     labels = {**host_labels(host_id), LABEL_ROLE: ROLE_SERVICE}
     if version is not None:
         labels[LABEL_VERSION] = version
-    out: dict[str, ContainerState] = {}
+    out: dict[ServiceKey, ContainerState] = {}
     for info in engine.containers(labels):
         state = engine.inspect(info.id)
         if state is not None:
-            out[f"{state.labels.get(LABEL_SERVICE)}@{state.labels.get(LABEL_VERSION)}" if version is None
-                else state.labels.get(LABEL_SERVICE, "?")] = state
+            out[ServiceKey(state.labels.get(LABEL_SERVICE, "?"), state.labels.get(LABEL_VERSION, "?"))] = state
     return out
+
+
+def plan(sset: ServiceSet, observed: dict[str, ContainerState]) -> dict[str, Action]:
+    """What ``up`` does with each service's container (and each stray), before it acts.
+
+    A container whose spec hash differs from the manifest's is recreated; one whose service the
+    manifest no longer has is removed. Services to skip are still planned: skipping is about
+    starting, and a skipped service's container is left as it is.
+    """
+    actions: dict[str, Action] = {name: Action.REMOVE for name in observed if name not in sset.specs}
+    for name, spec in sset.specs.items():
+        current = observed.get(name)
+        if current is None:
+            actions[name] = Action.CREATE
+        elif current.labels.get(LABEL_SPEC_HASH) != spec.labels[LABEL_SPEC_HASH]:
+            actions[name] = Action.RECREATE
+        else:
+            actions[name] = Action.KEEP
+    return actions
 
 
 class _Progress:
@@ -137,87 +171,94 @@ class _Progress:
         return None
 
 
-def up(engine: Engine, sset: ServiceSet, *, skip: dict[str, str] | None = None, report: Report | None = None,
-       wait_healthy: bool = True, timeout: float = HEALTH_TIMEOUT) -> list[Outcome]:
+def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Events = ignore,
+       wait_healthy: bool = True, timeout: float = HEALTH_TIMEOUT) -> list[ServiceOutcome]:
     """Bring the set up; raise ``ServicesFailed`` (after trying everything) if any failed.
 
-    ``skip`` names services not to start (disabled, stopped by the operator) with the reason.
+    ``skip`` names services not to start (disabled, stopped by the operator) with the reason;
+    a skipped service that already runs is left running: stopping it is the operator's call.
     """
     skip = skip or {}
-    report = report or (lambda *_args: None)
     names = servicegraph.start_order(sset.manifest.services)
     observed = observe(engine, sset.host_id, sset.version)
-    _remove_strays(engine, observed, sset, skip)
+    actions = plan(sset, observed)
+    for name, action in actions.items():
+        if action is Action.REMOVE:
+            engine.stop_and_remove(observed.pop(name).id, STOP_TIMEOUT)
     progress = _Progress(names)
     deadline = time.monotonic() + timeout
     needs_health = {dep for n in names for dep, cond in sset.depends_on(n).items() if cond == "service_healthy"}
 
-    def bring(name: str) -> Outcome:
+    def bring(name: str) -> ServiceOutcome:
         try:
-            outcome = _bring_one(engine, sset, name, observed.get(name), progress, skip, deadline,
+            outcome = _bring_one(engine, sset, name, actions[name], observed.get(name), progress, skip, deadline,
                                  wait_healthy or name in needs_health)
         except OsctlError as exc:
-            outcome = Outcome(name, "failed", exc.message)
-        if outcome.result in ("failed", "skipped"):
-            progress.fail(name, outcome.detail if outcome.result == "failed" else f"is not running ({outcome.detail})")
-        report(name, outcome.result, outcome.detail)
+            outcome = ServiceOutcome(name, ServiceResult.FAILED, exc.message)
+        if outcome.result is ServiceResult.FAILED:
+            progress.fail(name, outcome.detail)
+        elif outcome.result is ServiceResult.SKIPPED:
+            progress.fail(name, f"is not running ({outcome.detail})")
+        events(outcome)
         return outcome
 
     with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="up") as pool:
         outcomes = list(pool.map(bring, names))
-    if any(o.result == "failed" for o in outcomes):
+    if not all(o.ok for o in outcomes):
         raise ServicesFailed(outcomes)
     return outcomes
 
 
-def _bring_one(engine: Engine, sset: ServiceSet, name: str, current: ContainerState | None,
-               progress: _Progress, skip: dict[str, str], deadline: float, wait_health: bool) -> Outcome:
+def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, current: ContainerState | None,
+               progress: _Progress, skip: Skip, deadline: float, wait_health: bool) -> ServiceOutcome:
     for dep, condition in sset.depends_on(name).items():
         why = progress.wait(dep, condition, deadline)
         if why is not None:
-            return Outcome(name, "skipped", f"not started: {why}")
+            return ServiceOutcome(name, ServiceResult.SKIPPED, f"not started: {why}", SkipReason.DEPENDENCY)
     if name in skip:
-        return Outcome(name, "skipped", skip[name])
+        return ServiceOutcome(name, ServiceResult.SKIPPED, skip[name].describe(), skip[name])
     spec = sset.specs[name]
     service = sset.manifest.services[name]
-    result = "unchanged"
-    if current is not None and current.labels.get(LABEL_SPEC_HASH) != spec.labels[LABEL_SPEC_HASH]:
-        engine.stop(current.id, STOP_TIMEOUT)
-        engine.remove_container(current.id)
-        current, result = None, "recreated"
+    result = ServiceResult.UNCHANGED
+    if action is Action.RECREATE and current is not None:
+        engine.stop_and_remove(current.id, STOP_TIMEOUT)
+        current, result = None, ServiceResult.RECREATED
     if current is None:
         if not spec.image.startswith("sha256:") and engine.image(spec.image) is None:
             engine.pull(spec.image)  # an extra service's image, named by the host's settings
         container_id = engine.create(spec)
-        result = "created" if result == "unchanged" else result
+        if result is ServiceResult.UNCHANGED:
+            result = ServiceResult.CREATED
     else:
         container_id = current.id
-    already_done = current is not None and service.oneshot and current.status == "exited" and current.exit_code == 0
-    if already_done:
+    if current is not None and service.oneshot and current.exited_ok:
         progress.started[name].set()
         progress.completed[name].set()
-        return Outcome(name, "completed", "already completed")
+        return ServiceOutcome(name, ServiceResult.COMPLETED, "already completed")
     if current is None or not current.running:
         engine.start(container_id)
-        result = "started" if result == "unchanged" else result
+        if result is ServiceResult.UNCHANGED:
+            result = ServiceResult.STARTED
     progress.started[name].set()
 
     if service.oneshot:
         code = engine.wait(container_id, max(1.0, deadline - time.monotonic()))
         if code is None:
-            return Outcome(name, "failed", "did not complete in time", engine.last_lines(container_id))
+            return ServiceOutcome(name, ServiceResult.FAILED, "did not complete in time",
+                                  logs=engine.last_lines(container_id))
         if code != 0:
-            return Outcome(name, "failed", f"exited with code {code}", engine.last_lines(container_id))
+            return ServiceOutcome(name, ServiceResult.FAILED, f"exited with code {code}",
+                                  logs=engine.last_lines(container_id))
         progress.completed[name].set()
-        return Outcome(name, "completed", f"{result}, exited 0")
+        return ServiceOutcome(name, ServiceResult.COMPLETED, f"{result}, exited 0")
     if service.healthcheck is not None and wait_health:
         why = wait_until_healthy(engine, container_id, spec, deadline)
         if why is not None:
-            return Outcome(name, "failed", why, engine.last_lines(container_id))
+            return ServiceOutcome(name, ServiceResult.FAILED, why, logs=engine.last_lines(container_id))
         progress.healthy[name].set()
     elif service.healthcheck is None:
         progress.healthy[name].set()  # nothing to wait for: running is as healthy as it gets
-    return Outcome(name, result)
+    return ServiceOutcome(name, result)
 
 
 def wait_until_healthy(engine: Engine, container_id: str, spec: ContainerSpec, deadline: float) -> str | None:
@@ -242,41 +283,34 @@ def wait_until_healthy(engine: Engine, container_id: str, spec: ContainerSpec, d
         time.sleep(pause)
 
 
-def _remove_strays(engine: Engine, observed: dict[str, ContainerState], sset: ServiceSet,
-                   skip: dict[str, str]) -> None:
-    """Containers of this version for services its manifest does not have.
-
-    Services in ``skip`` are only not started: stopping one is the operator's call
-    (``osctl service stop``), never a side effect of bringing the others up.
-    """
-    for name, state in list(observed.items()):
-        if name not in sset.specs:
-            engine.stop(state.id, STOP_TIMEOUT)
-            engine.remove_container(state.id)
-            del observed[name]
-
-
 def down(engine: Engine, host_id: str, version: str | None, *, manifest: ReleaseManifest | None = None,
-         remove: bool = True, report: Report | None = None) -> list[str]:
-    """Stop (and remove) a set's containers, dependents first; named volumes always stay."""
-    report = report or (lambda *_args: None)
-    observed = observe(engine, host_id, version)
-    if manifest is not None:
-        groups = [[n for n in level if n in observed] for level in reversed(servicegraph.levels(manifest.services))]
-        rest = [n for n in observed if n not in manifest.services]
-        groups = [rest, *groups]
-    else:
-        groups = [list(observed)]
-    done: list[str] = []
-    for group in groups:
-        def stop_one(name: str) -> str:
-            state = observed[name]
-            engine.stop(state.id, STOP_TIMEOUT)
-            if remove:
-                engine.remove_container(state.id)
-            report(name, "removed" if remove else "stopped", "")
-            return name
+         remove: bool = True, events: Events = ignore) -> list[str]:
+    """Stop (and remove) a set's containers, dependents first; named volumes always stay.
 
+    With the manifest, the set stops level by level (a service's dependents before it, each
+    level in parallel); without it (a version no longer stored), all at once.
+    """
+    if version is None:  # every version's containers of this host
+        groups = [[(key.service, state) for key, state in observe_host(engine, host_id).items()]]
+    else:
+        observed = observe(engine, host_id, version)
+        order = [list(observed)]
+        if manifest is not None:
+            order = [[n for n in observed if n not in manifest.services],
+                     *([n for n in level if n in observed] for level in reversed(servicegraph.levels(manifest.services)))]
+        groups = [[(name, observed[name]) for name in names] for names in order]
+    done: list[str] = []
+
+    def stop_one(item: tuple[str, ContainerState]) -> str:
+        name, container = item
+        if remove:
+            engine.stop_and_remove(container.id, STOP_TIMEOUT)
+        else:
+            engine.stop(container.id, STOP_TIMEOUT)
+        events(ServiceOutcome(name, ServiceResult.REMOVED if remove else ServiceResult.STOPPED))
+        return name
+
+    for group in groups:
         with ThreadPoolExecutor(max_workers=max(1, len(group)), thread_name_prefix="down") as pool:
             done.extend(pool.map(stop_one, group))
     return done

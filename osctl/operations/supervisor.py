@@ -38,8 +38,11 @@ from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import EngineUnavailable, HostLocked, OsctlError
-from osctl.models.services import ServiceRecord, ServicesState, SupervisorStatus
+from osctl.models.engine import ContainerState
+from osctl.models.events import SkipReason
+from osctl.models.services import ServiceRecord, ServicesState
 from osctl.operations import serviceset
+from osctl.operations.serviceset import Skip
 from osctl.operations.services import skipped
 
 log = logging.getLogger(__name__)
@@ -190,13 +193,13 @@ class Supervisor:
             self._cache = {version: cached}
         return cached[1]
 
-    def _leave_alone(self, state: ServicesState) -> dict[str, str]:
+    def _leave_alone(self, state: ServicesState) -> Skip:
         reasons = skipped(state)
         for name, record in self.status.services.items():
             if record.failed:
-                reasons.setdefault(name, "failed: it kept crashing")
+                reasons.setdefault(name, SkipReason.FAILED)
         for name in self._due:
-            reasons.setdefault(name, "waiting to be restarted")
+            reasons.setdefault(name, SkipReason.RESTART_PENDING)
         return reasons
 
     def reconcile(self, engine: Engine, *, fresh: bool = False) -> None:
@@ -236,7 +239,7 @@ class Supervisor:
                 serviceset.up(engine, sset, skip=leave, wait_healthy=False, timeout=30.0)
             except serviceset.ServicesFailed as exc:
                 for outcome in exc.outcomes:
-                    if outcome.result == "failed":
+                    if not outcome.ok:
                         self._failure(outcome.service, outcome.detail)
             for name in wanted:
                 self._started[name] = time.monotonic()
@@ -383,7 +386,6 @@ def _mtime(path: Path) -> int:
         return -1
 
 
-def _finished(sset: serviceset.ServiceSet, name: str, state: Any) -> bool:
+def _finished(sset: serviceset.ServiceSet, name: str, state: ContainerState | None) -> bool:
     """A one-shot that already ran to success needs nothing more."""
-    return bool(sset.manifest.services[name].oneshot and state is not None
-                and state.status == "exited" and state.exit_code == 0)
+    return sset.manifest.services[name].oneshot and state is not None and state.exited_ok

@@ -12,26 +12,27 @@ Commit is the boot pointer's atomic rename; after it, a crash rolls forward.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from osctl.adapters.engine import Engine
 from osctl.adapters.locking import check_unlocked, host_lock
 from osctl.adapters.registry import Registry
-from osctl.domain import bootloader, bootpointer, servicegraph, servicestate
+from osctl.domain import bootpointer, servicegraph, servicestate
+from osctl.domain.current import make_current
 from osctl.domain.journal import Journal, crash_point
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import OsctlError, ServiceFailed, StateError, UsageError
 from osctl.models.engine import ContainerSpec
+from osctl.models.events import Events, SkipReason, Step, StepEvent, ignore
 from osctl.models.journal import Kind, Transaction
 from osctl.models.store import BootPointer
 from osctl.models.version import OsVersion, try_parse
 from osctl.operations import serviceset
 from osctl.operations.pull import pull_version
+from osctl.operations.serviceset import Skip
 from osctl.operations.services import skipped
 
-Events = Callable[[str, str], None]  # (step or service, detail)
 DEFAULT_HEALTH_TIMEOUT = 120.0
 DEFAULT_TRIES = 3
 UNTOUCHED = ("begin", "resolve", "pull", "verify", "stage")  # steps that leave the running set as it is
@@ -140,14 +141,13 @@ def _compare(settings: Settings, plan: Plan) -> None:
 
 
 def run(settings: Settings, engine: Engine, plan: Plan, *, health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
-        force: bool = False, tries: int = DEFAULT_TRIES, events: Events | None = None) -> Outcome:
+        force: bool = False, tries: int = DEFAULT_TRIES, events: Events = ignore) -> Outcome:
     """Carry the plan out under the host lock; on failure before commit, roll back and raise."""
-    say = events or (lambda *_a: None)
     started = time.monotonic()
     with host_lock(settings.root, f"{plan.kind} {plan.to_version}"):
-        recovered = recover(settings, engine, say)
+        recovered = recover(settings, engine, events)
         if recovered:
-            say("recover", recovered)
+            events(StepEvent(Step.RECOVER, recovered))
         if (now := current_version(settings)) != plan.from_version:
             raise StateError(f"this host changed while the command was planned: it runs {now or 'nothing'} now, "
                              f"not {plan.from_version}", hint="run the command again")
@@ -156,7 +156,7 @@ def run(settings: Settings, engine: Engine, plan: Plan, *, health_timeout: float
         journal = Journal(settings.root)
         txn = journal.begin("stage" if plan.stage else plan.kind, plan.from_version, plan.to_version)
         try:
-            return _run(settings, engine, plan, journal, txn, health_timeout, force, tries, say, started)
+            return _run(settings, engine, plan, journal, txn, health_timeout, force, tries, events, started)
         except (OsctlError, KeyboardInterrupt) as exc:
             txn = journal.current() or txn
             reason = exc.message if isinstance(exc, OsctlError) else "interrupted"
@@ -165,8 +165,8 @@ def run(settings: Settings, engine: Engine, plan: Plan, *, health_timeout: float
             if txn.step in UNTOUCHED:  # nothing of the running set was touched: nothing to undo
                 journal.finish(txn, "aborted", reason)
                 raise
-            say("rollback", reason)
-            _roll_back(settings, engine, txn, say)
+            events(StepEvent(Step.ROLLBACK, reason))
+            _roll_back(settings, engine, txn, events)
             journal.finish(txn, "rolled-back", reason)
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -176,10 +176,10 @@ def run(settings: Settings, engine: Engine, plan: Plan, *, health_timeout: float
 
 
 def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: Transaction,
-         health_timeout: float, force: bool, tries: int, say: Events, started: float) -> Outcome:
+         health_timeout: float, force: bool, tries: int, events: Events, started: float) -> Outcome:
     txn = journal.step(txn, "resolve")
     txn = journal.step(txn, "pull")
-    say("pull", plan.to_version)
+    events(StepEvent(Step.PULL, plan.to_version))
     record = pull_version(settings, engine, plan.to_version, locked=True).record
     txn = journal.step(txn, "verify")
     new = serviceset.load_service_set(settings.host_id, settings.root, plan.to_version)
@@ -192,43 +192,36 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
         plan.stored = True
         _compare(settings, plan)
     txn = journal.step(txn, "stage")
-    store = Store(settings.root)
-    pointer = bootpointer.read(settings.root)
     if plan.stage:
+        pointer = bootpointer.read(settings.root)
         staged = pointer.model_copy(update={"trial": plan.to_version, "trial_tries": tries})
         txn = journal.step(txn, "commit")
-        bootpointer.write(settings.root, staged)
-        bootloader.write(settings.root, store.records(), staged)
+        make_current(settings.root, pointer=staged)
         journal.finish(txn, "committed", f"staged: the next boot tries {plan.to_version} ({tries} tries)")
         return Outcome(plan, "staged", None, time.monotonic() - started)
-    bootloader.write(settings.root, store.records(), pointer)
     assert record.version == plan.to_version
 
     state = servicestate.read_services(settings.root)
-    skip = {n: why for n, why in skipped(state).items() if "disabled" in why}
+    # A swap starts the new set over: the operator's stops end with the old set, disabled stays.
+    skip = {n: why for n, why in skipped(state).items() if why is SkipReason.DISABLED}
     txn = journal.step(txn, "prepare")
     prepare(engine, new, skip)
     old_manifest = serviceset.stored_manifest(settings.host_id, settings.root, plan.from_version)
 
     txn = journal.step(txn, "swap")
     swap_started = time.monotonic()
-    say("swap", f"stopping {plan.from_version or 'nothing'}, starting {plan.to_version}")
+    events(StepEvent(Step.SWAP, f"stopping {plan.from_version or 'nothing'}, starting {plan.to_version}"))
     if plan.from_version:
         serviceset.down(engine, settings.host_id, plan.from_version, manifest=old_manifest, remove=False)
     crash_point("swap:old-stopped")
-    serviceset.up(engine, new, skip=skip, wait_healthy=True, timeout=health_timeout,
-                  report=lambda name, result, detail: say(name, result))
+    serviceset.up(engine, new, skip=skip, wait_healthy=True, timeout=health_timeout, events=events)
     txn = journal.step(txn, "health")
-    _health_gate(engine, new, skip, health_timeout)
+    _health_gate(engine, new, skip)
     downtime = time.monotonic() - swap_started
 
     txn = journal.step(txn, "commit")
-    committed = BootPointer(default=plan.to_version, previous=plan.from_version)
-    bootpointer.write(settings.root, committed)
-    crash_point("commit:pointer-written")
-    servicestate.write_services(settings.root, state.model_copy(update={"version": plan.to_version, "desired": "up",
-                                                                        "stopped": []}))
-    bootloader.write(settings.root, store.records(), committed)
+    make_current(settings.root, pointer=BootPointer(default=plan.to_version, previous=plan.from_version),
+                 services=state.model_copy(update={"version": plan.to_version, "desired": "up", "stopped": []}))
     txn = journal.step(txn, "cleanup")
     if plan.from_version:
         serviceset.down(engine, settings.host_id, plan.from_version, remove=True)
@@ -236,19 +229,18 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
     return Outcome(plan, "committed", None, time.monotonic() - started, downtime)
 
 
-def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: dict[str, str]) -> None:
+def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
     """Create the new set's containers (not started), so the swap itself only starts them."""
     observed = serviceset.observe(engine, sset.host_id, sset.version)
     for name, spec in sset.specs.items():
         current = observed.get(name)
         if current is not None:  # from an earlier, failed attempt: start clean
-            engine.stop(current.id, serviceset.STOP_TIMEOUT)
-            engine.remove_container(current.id)
+            engine.stop_and_remove(current.id, serviceset.STOP_TIMEOUT)
         if name not in skip:
             engine.create(spec)
 
 
-def _health_gate(engine: Engine, sset: serviceset.ServiceSet, skip: dict[str, str], timeout: float) -> None:
+def _health_gate(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
     """Every service that should run is running (one-shots completed), right now."""
     observed = serviceset.observe(engine, sset.host_id, sset.version)
     for name in servicegraph.start_order(sset.manifest.services):
@@ -258,29 +250,28 @@ def _health_gate(engine: Engine, sset: serviceset.ServiceSet, skip: dict[str, st
         oneshot = sset.manifest.services[name].oneshot
         if state is None:
             raise ServiceFailed(name, "its container is gone", [])
-        if oneshot and not (state.status == "exited" and state.exit_code == 0):
+        if oneshot and not state.exited_ok:
             raise ServiceFailed(name, f"did not complete (exit code {state.exit_code})", engine.last_lines(state.id))
         if not oneshot and not state.running:
             raise ServiceFailed(name, f"is not running (exit code {state.exit_code})", engine.last_lines(state.id))
 
 
-def _roll_back(settings: Settings, engine: Engine, txn: Transaction, say: Events) -> None:
+def _roll_back(settings: Settings, engine: Engine, txn: Transaction, events: Events) -> None:
     """Undo an uncommitted transaction: its new containers go, the old set runs again."""
     serviceset.down(engine, settings.host_id, txn.to_version, remove=True)
     if txn.from_version and txn.kind != "stage":
         old = serviceset.load_service_set(settings.host_id, settings.root, txn.from_version)
         state = servicestate.read_services(settings.root)
-        serviceset.up(engine, old, skip=skipped(state), wait_healthy=False, report=lambda n, r, d: say(n, r))
+        serviceset.up(engine, old, skip=skipped(state), wait_healthy=False, events=events)
 
 
-def recover(settings: Settings, engine: Engine, say: Events | None = None) -> str | None:
+def recover(settings: Settings, engine: Engine, events: Events = ignore) -> str | None:
     """Finish what a crash interrupted, so exactly one version's set runs; None if nothing was.
 
     The boot pointer decides: if it already names the new version, the transaction had
     committed and is rolled forward; otherwise it is rolled back. Must be called under the
     host lock.
     """
-    say = say or (lambda *_a: None)
     journal = Journal(settings.root)
     txn = journal.current()
     if txn is None:
@@ -297,20 +288,19 @@ def recover(settings: Settings, engine: Engine, say: Events | None = None) -> st
             serviceset.down(engine, settings.host_id, txn.from_version, remove=True)
         new = serviceset.load_service_set(settings.host_id, settings.root, txn.to_version)
         state = servicestate.read_services(settings.root)
-        servicestate.write_services(settings.root, state.model_copy(update={"version": txn.to_version, "desired": "up"}))
-        serviceset.up(engine, new, skip=skipped(state), wait_healthy=False, report=lambda n, r, d: say(n, r))
-        bootloader.write(settings.root, Store(settings.root).records(), pointer)
+        make_current(settings.root, services=state.model_copy(update={"version": txn.to_version, "desired": "up"}))
+        serviceset.up(engine, new, skip=skipped(state), wait_healthy=False, events=events)
         journal.finish(txn, "committed", f"completed after an interruption at {txn.step}", recovered=True)
         return f"completed the interrupted {txn.kind} to {txn.to_version} (it had committed)"
-    _roll_back(settings, engine, txn, say)
+    _roll_back(settings, engine, txn, events)
     state = servicestate.read_services(settings.root)
-    servicestate.write_services(settings.root, state.model_copy(
+    make_current(settings.root, services=state.model_copy(
         update={"version": txn.from_version, "desired": "up" if txn.from_version else "down"}))
     journal.finish(txn, "rolled-back", f"interrupted at {txn.step}", recovered=True)
     return f"rolled back the interrupted {txn.kind} to {txn.to_version} (cut short at {txn.step})"
 
 
-def converge(settings: Settings, engine: Engine, version: str, *, events: Events | None = None) -> str:
+def converge(settings: Settings, engine: Engine, version: str, *, events: Events = ignore) -> str:
     """Bring the host to ``version`` (the pinned version of its user data), whichever way that is."""
     current = current_version(settings)
     if current == version:
