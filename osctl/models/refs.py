@@ -15,14 +15,16 @@ IMAGE_REF = re.compile(
 HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
+def _safe_name(value: str, what: str) -> str:
+    if not HOST_ID.fullmatch(value):
+        raise ValueError(f"{value!r} is not a {what} (letters, digits, '_', '.', '-'; max 63; "
+                         "starting with a letter or digit)")
+    return value
+
+
 def validate_host_id(value: str) -> str:
     """Host ids go into container and volume names, so they follow Docker's name rules."""
-    if not HOST_ID.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a host id (letters, digits, '_', '.', '-'; max 63; "
-            "starting with a letter or digit)"
-        )
-    return value
+    return _safe_name(value, "host id")
 
 
 def validate_repository(value: str) -> str:
@@ -35,17 +37,10 @@ def validate_repository(value: str) -> str:
     return value
 
 
-GROUP = HOST_ID  # a fleet group names an etcd key component: the same safe characters as a host id
-
-
 def validate_group(value: str) -> str:
-    """Fleet group names become etcd key components (``/osctl/fleet/<group>/``): no '/', no spaces."""
-    if not GROUP.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a fleet group name (letters, digits, '_', '.', '-'; max 63; "
-            "starting with a letter or digit)"
-        )
-    return value
+    """Fleet group names become etcd key components (``/osctl/fleet/<group>/``): no '/', no spaces;
+    the same safe characters as a host id."""
+    return _safe_name(value, "fleet group name")
 
 
 def validate_etcd_endpoint(value: str) -> str:

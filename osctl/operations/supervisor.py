@@ -297,7 +297,7 @@ class Supervisor:
             return
         service = sset.manifest.services[name]
         policy = service.restart_policy
-        if code == 0 and (service.oneshot or policy == "on-failure"):
+        if code == 0 and policy != "always":
             return  # finished as it should
         if policy == "no":
             self._failure(name, f"exited with code {code} (restart: no)", restart=False)
@@ -387,5 +387,6 @@ def _mtime(path: Path) -> int:
 
 
 def _finished(sset: serviceset.ServiceSet, name: str, state: ContainerState | None) -> bool:
-    """A one-shot that already ran to success needs nothing more."""
-    return sset.manifest.services[name].oneshot and state is not None and state.exited_ok
+    """A service that exited 0 and whose policy does not restart a clean exit (a one-shot, or
+    ``on-failure``/``no``) has done its work: starting it again would undo its policy."""
+    return state is not None and state.exited_ok and sset.manifest.services[name].restart_policy != "always"

@@ -126,13 +126,18 @@ def test_on_failure_leaves_a_clean_exit_alone(up: tuple[Supervisor, FakeEngine])
     assert fake.status_of("ntp") == "exited"
 
 
-@pytest.mark.xfail(strict=True, reason="the next reconcile starts an on-failure service that exited 0 again "
-                   "(it only treats one-shots as finished); reported on issue 13")
 def test_on_failure_leaves_a_clean_exit_alone_at_the_next_reconcile_too(up: tuple[Supervisor, FakeEngine]) -> None:
     sup, fake = up
     dies(sup, fake, "ntp", 0)
     sup.reconcile(fake)  # type: ignore[arg-type]
     assert fake.status_of("ntp") == "exited"
+
+
+def test_restart_no_takes_a_clean_exit_as_done_not_failed(up: tuple[Supervisor, FakeEngine]) -> None:
+    sup, fake = up
+    dies(sup, fake, "console", 0)
+    sup.reconcile(fake)  # type: ignore[arg-type]
+    assert record(sup, "console") == ServiceRecord() and fake.status_of("console") == "exited"
 
 
 def test_on_failure_restarts_a_crash_at_once_then_with_backoff(tmp_path: Path) -> None:
