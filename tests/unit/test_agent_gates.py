@@ -13,7 +13,7 @@ from osctl.domain.store import Store
 from osctl.errors import StateError
 from osctl.models.store import BootPointer
 from osctl.operations.agent import AGENT_STATE, Agent
-from tests.unit.test_state_files import store_version
+from tests.support.store_records import store_version
 
 NOON_WEDNESDAY = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -15,20 +15,8 @@ from osctl.adapters.locking import host_lock
 from osctl.domain import bootpointer
 from osctl.domain.store import Store
 from osctl.errors import HostLocked, StateError
-from osctl.models.store import BootPointer, StoreRecord
-
-
-def record(version: str, **extra: object) -> StoreRecord:
-    return StoreRecord.model_validate({"version": version, "repository": "127.0.0.1:5000/osctl/os",
-                                       "digest": "sha256:" + "a" * 64, "image_id": "sha256:" + "b" * 64,
-                                       "size": 1, "stored_at": "2026-11-26T00:00:00+00:00", **extra})
-
-
-def store_version(store: Store, version: str, **extra: object) -> StoreRecord:
-    files = store.stage_boot_files(version, {"vmlinuz": ("/boot/vmlinuz", b"kernel " + version.encode())})
-    rec = record(version, boot_files=[f.model_dump() for f in files], **extra)
-    store.save(rec)
-    return rec
+from osctl.models.store import BootPointer
+from tests.support.store_records import store_version
 
 
 def test_records_are_listed_newest_first_and_only_when_complete(tmp_path: Path) -> None:
