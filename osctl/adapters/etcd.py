@@ -27,7 +27,6 @@ that can only be their own earlier attempt, because values carry who wrote them 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import logging
 import threading
@@ -43,6 +42,7 @@ from etcd3gw import exceptions as etcd_exc
 from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt
 from tenacity import stop_after_delay, wait_exponential, wait_random
 
+from osctl.adapters.netaddr import is_loopback
 from osctl.errors import EtcdError, EtcdUnavailable, UsageError
 from osctl.models.refs import validate_etcd_endpoint
 
@@ -372,7 +372,7 @@ class Etcd:
         if client is None:
             scheme, host, port = self._parsed[endpoint]
             session = requests.Session()
-            session.trust_env = not _is_loopback(host)  # a proxy cannot reach our loopback
+            session.trust_env = not is_loopback(host)  # a proxy cannot reach our loopback
             with self._sessions_lock:
                 self._sessions.append(session)
             client = clients[endpoint] = etcd3gw.client(host=host, port=port, protocol=scheme, timeout=self.timeout,
@@ -387,15 +387,6 @@ def _parse_endpoint(endpoint: str) -> tuple[str, str, int]:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return split.scheme, split.hostname or "", split.port or DEFAULT_PORT
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _encode(value: dict[str, Any]) -> bytes:

@@ -1,18 +1,24 @@
 """The registry adapter against a scripted registry served by a thread of the test.
 
 Each test sets ``stub.route`` to a function from the request to the answer, and reads back
-``stub.seen`` to count what the adapter sent. Waits between retries are zero here.
+``stub.seen`` to count what the adapter sent (and ``stub.connections`` the TCP connections it
+opened: the stub speaks HTTP/1.1 and keeps them alive, as a registry does). Waits between
+retries are zero here.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
+import ssl
 import stat
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -58,6 +64,7 @@ class Seen:
 class Stub:
     port: int = 0
     seen: list[Seen] = field(default_factory=list)
+    connections: int = 0  # TCP connections accepted
     route: Callable[[Seen], Answer] = lambda request: (404, {}, b"")
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -84,6 +91,7 @@ def manifest_answer(doc: dict[str, object], media_type: str, digest: bool = True
 
 
 class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so that connection reuse can be counted
     server: _Server
 
     def _serve(self) -> None:
@@ -100,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    do_GET = do_HEAD = _serve
+    do_GET = do_HEAD = do_CONNECT = _serve  # CONNECT: when the stub stands in for a proxy
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
         pass
@@ -111,17 +119,34 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the default 5 drops the SYNs of 16 concurrent workers: a 1 s stall
     stub: Stub
 
+    def get_request(self) -> tuple[socket.socket, object]:
+        accepted = super().get_request()
+        with self.stub.lock:
+            self.stub.connections += 1
+        return accepted
 
-@pytest.fixture
-def stub() -> Iterator[Stub]:
+
+@contextlib.contextmanager
+def serving(context: ssl.SSLContext | None = None) -> Iterator[Stub]:
+    """A stub registry on a free loopback port, over TLS when given a server ``context``."""
     server = _Server(("127.0.0.1", 0), _Handler)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     server.stub = Stub(port=server.server_address[1])
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield server.stub
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    try:
+        yield server.stub
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    with serving() as stub:
+        yield stub
 
 
 @pytest.fixture(autouse=True)
@@ -304,6 +329,20 @@ def test_manifests_raise_errors_other_than_not_found(stub: Stub, make: Callable[
     stub.route = lambda request: answer(400, {"errors": [{"code": "TAG_INVALID", "message": "bad"}]})
     with pytest.raises(OsctlError, match="HTTP 400"):
         make().manifests(["a", "b", "c"], workers=2)
+
+
+def test_requests_share_a_few_kept_connections(stub: Stub, make: Callable[..., Registry]) -> None:
+    every = [f"v1.{i}" for i in range(200)]
+    stub.route = lambda request: (answer(200, {"tags": every}) if "/tags/" in request.path
+                                  else manifest_answer(IMAGE, V2))
+    registry = make()
+    assert len(registry.manifests(registry.tags(), workers=8)) == 200
+    registry.digest("v1.0")
+    assert len(stub.seen) == 202
+    assert stub.connections <= 8, f"{stub.connections} connections for 202 requests: one per worker at most"
+    before = stub.connections
+    make().manifests(every[:64], workers=64)
+    assert stub.connections - before <= registry_module.MAX_WORKERS, "more workers than connections kept"
 
 
 # -- retries -----------------------------------------------------------------------------------
@@ -507,8 +546,9 @@ def test_forbidden_is_an_auth_error(stub: Stub, make: Callable[..., Registry]) -
         make().tags()
 
 
+@pytest.mark.parametrize("elsewhere", ["/elsewhere", "http://localhost:{port}/elsewhere"])
 def test_authorization_is_not_carried_across_a_redirect(stub: Stub, make: Callable[..., Registry],
-                                                        config_dir: Path) -> None:
+                                                        config_dir: Path, elsewhere: str) -> None:
     login(config_dir, stub.host)
     basic = basic_route(stub)
 
@@ -517,11 +557,68 @@ def test_authorization_is_not_carried_across_a_redirect(stub: Stub, make: Callab
             return manifest_answer(IMAGE, V2)
         if request.headers.get("authorization") is None:
             return basic(request)
-        return 307, {"Location": "/elsewhere"}, b""
+        return 307, {"Location": elsewhere.format(port=stub.port)}, b""
 
     stub.route = route
     assert make().manifest("v1.4").size == 22469
     assert "authorization" not in stub.requests("/elsewhere")[0].headers
+
+
+# -- TLS and proxies ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two CAs (``ca.crt``, ``other.crt``) and ``server.crt`` for 127.0.0.1 signed by the first; EC keys, for speed."""
+    folder = tmp_path_factory.mktemp("tls")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1")
+    commands = [("-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-subj", f"/CN=osctl test {ca}",
+                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+                for ca in ("ca", "other")]
+    commands.append(("-CA", "ca.crt", "-CAkey", "ca.key", "-keyout", "server.key", "-out", "server.crt",
+                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                     "-addext", "basicConstraints=CA:FALSE"))
+    for args in commands:
+        subprocess.run(["openssl", "req", "-x509", *ec, *args], cwd=folder, check=True, capture_output=True, timeout=60)
+    return folder
+
+
+def test_tls_trusts_the_certs_d_ca_and_only_it(certificates: Path, config_dir: Path, tmp_path: Path) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates / "server.crt", certificates / "server.key")
+    with serving(context) as stub:
+        stub.route = lambda request: answer(200, {"tags": ["v1.4"]})
+        for certs, ca in (("good", "ca"), ("bad", "other")):
+            (tmp_path / certs / stub.host).mkdir(parents=True)
+            shutil.copy(certificates / f"{ca}.crt", tmp_path / certs / stub.host / "ca.crt")
+        registry = Registry(f"{stub.host}/osctl/os", docker_config=str(config_dir), certs_dir=str(tmp_path / "good"))
+        assert registry.base_url == f"https://{stub.host}"
+        assert [registry.tags() for _ in range(20)] == [["v1.4"]] * 20
+        assert stub.connections == 1
+        with pytest.raises(RegistryUnavailable, match=r"TLS failed \(.*certificate") as info:
+            Registry(f"{stub.host}/osctl/os", docker_config=str(config_dir), certs_dir=str(tmp_path / "bad")).tags()
+        assert "after" not in str(info.value), "a certificate problem is not worth retrying"
+        assert str(tmp_path / "bad" / stub.host / "ca.crt") in (info.value.hint or "")
+        assert len(stub.seen) == 20
+
+
+def test_proxies_come_from_the_environment_but_never_for_loopback(stub: Stub, make: Callable[..., Registry],
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, f"http://{stub.host}")  # the stub stands in for a proxy too
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    stub.route = lambda request: answer(200, {"tags": ["v1.4"]}) if request.method == "GET" else answer(403)
+    assert make().tags() == ["v1.4"]
+    assert stub.seen[0].target.startswith("/v2/"), "sent to the loopback registry itself, not through the proxy"
+    # 0.0.0.0 reaches this machine but is not loopback: a registry elsewhere, as far as proxies go.
+    elsewhere = f"0.0.0.0:{stub.port}"
+    with pytest.raises(RegistryUnavailable, match="Tunnel connection failed: 403"):
+        Registry(f"{elsewhere}/osctl/os", attempts=1, certs_dir=str(tmp_path)).tags()
+    assert (stub.seen[-1].method, stub.seen[-1].target) == ("CONNECT", elsewhere)
+    monkeypatch.setenv("no_proxy", "0.0.0.0")
+    with pytest.raises(RegistryUnavailable, match="TLS failed"):  # https straight to the plain-http stub
+        Registry(f"{elsewhere}/osctl/os", attempts=1, certs_dir=str(tmp_path)).tags()
+    assert len(stub.seen) == 2
 
 
 # -- credential helpers ------------------------------------------------------------------------
