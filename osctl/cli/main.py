@@ -6,6 +6,7 @@ reaches here is a bug: it is reported as such in one line, and ``--debug`` shows
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 
@@ -79,7 +80,6 @@ def cli(ctx: click.Context, root: str | None, host_id: str | None, image: str | 
     app = AppContext(root=root, host_id=host_id, image=image, etcd=etcd, group=group, json=as_json, debug=debug)
     ctx.obj = app
     ctx.call_on_close(app.close)
-    import logging
 
     # osctl's log (retry waits, engine calls) is for --debug; users get warnings through the
     # operations' callbacks, worded for them, so the log never clutters stderr otherwise.
@@ -89,6 +89,20 @@ def cli(ctx: click.Context, root: str | None, host_id: str | None, image: str | 
     elif not osctl_log.handlers:
         osctl_log.addHandler(logging.NullHandler())
         osctl_log.propagate = False
+        # Damage found in a state file (repaired from its copy, or set aside) concerns the user.
+        logging.getLogger("osctl.adapters.statefile").addHandler(_WarningLine())
+
+
+class _WarningLine(logging.Handler):
+    """Shows warnings as one ``warning:`` line each on stderr, nothing else."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from osctl.cli import render
+
+        render.warn(record.getMessage())
 
 
 def main(argv: list[str] | None = None) -> int:
