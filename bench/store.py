@@ -45,7 +45,7 @@ import docker
 
 from common import (DOCKER, REGISTRY, REPO, Bench, BenchHost, Goal, Parser, Row, Section, clean_bench, figure,
                     main_alone, parallel, remove_images, run, run_alone, say)
-from tests.faults.proxies import StreamProxy
+from tests.support.proxies import StreamProxy
 from tests.support import registry_tools
 
 sys.path.insert(0, str(REPO / "system-images"))

@@ -1,13 +1,107 @@
-"""Test-wide markers: tests under tests/integration need the real engine and registry."""
+"""Test-wide fixtures, markers, order and the fault summary.
+
+Fixtures come from ``tests/support`` (registered below as plugins); test modules import helpers
+only from ``tests.support``, never from each other.
+
+Markers (registered in pyproject.toml), set here so that nobody has to remember them:
+
+- ``integration``: needs the real Docker engine and the local registry. Every test under
+  ``tests/integration/`` and ``tests/faults/``, and every test anywhere that asks for an engine
+  fixture (``docker_client``, ``registry`` or one built on them: ``host``, ``publish``, ...).
+- ``etcd``: starts etcd members from Debian's etcd-server (the ``etcd_cluster`` fixture); no
+  engine. ``tests/etcd/`` is only that.
+- ``engine_restart``: stops or restarts the local dockerd, which every other test needs; such
+  tests are moved to the very end of the run (set by the test itself).
+
+``tests/unit/`` needs none of it: a unit test that asks for an engine or etcd fixture is a
+collection error, so that ``pytest tests/unit`` keeps passing on a machine without them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+pytest.register_assert_rewrite("tests.support")  # helpers assert too: their failures say what differed
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+from tests.support import faults  # noqa: E402 - after the line above
+from tests.support.fixtures import ENGINE_FIXTURES, ETCD_FIXTURES  # noqa: E402
+
+pytest_plugins = ["tests.support.fixtures", "tests.support.tls_registry"]
+
+TESTS = Path(__file__).resolve().parent
+ENGINE_DIRS = {"integration", "faults"}
+
+
+def _folder(item: pytest.Item) -> str:
+    relative = Path(str(item.fspath)).resolve().relative_to(TESTS)
+    return relative.parts[0] if len(relative.parts) > 1 else ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
+    """Marks before every other plugin (``-m`` selects by them), the order after all of them."""
+    wrong: list[str] = []
     for item in items:
-        if "integration" in Path(str(item.fspath)).parts:
+        folder = _folder(item)
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if folder in ENGINE_DIRS or fixtures & ENGINE_FIXTURES:
             item.add_marker(pytest.mark.integration)
+        if folder == "etcd" or fixtures & ETCD_FIXTURES:
+            item.add_marker(pytest.mark.etcd)
+        if folder == "unit" and (fixtures & (ENGINE_FIXTURES | ETCD_FIXTURES)):
+            wrong.append(item.nodeid)
+    if wrong:
+        raise pytest.UsageError(f"unit tests must need no engine, registry or etcd: {wrong}")
+    yield
+    # Tests that stop dockerd run last, in the order they were collected.
+    items[:] = ([i for i in items if i.get_closest_marker("engine_restart") is None]
+                + [i for i in items if i.get_closest_marker("engine_restart") is not None])
+
+
+# ---------------------------------------------------------------- the fault summary
+# A fault test registers its fault in the process that runs it (``faults.FAULTS``); the name and
+# whether its data was checked travel on the test's reports (``user_properties``), so that the
+# summary is also right when the tests run in other processes.
+
+_SUMMARY: dict[str, faults.FaultRecord] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    record = faults.FAULTS.get(item.nodeid)
+    if record is not None:
+        report.user_properties += [("fault", record.name), ("fault_data_checked", record.data_checked)]
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    props = dict(report.user_properties)
+    if "fault" not in props:
+        return
+    record = _SUMMARY.setdefault(report.nodeid, faults.FaultRecord(str(props["fault"]), report.nodeid))
+    record.data_checked = bool(props.get("fault_data_checked"))
+    if hasattr(report, "wasxfail"):
+        record.outcome = "known osctl bug (xfail)"
+    elif report.failed:
+        record.outcome = f"FAILED ({report.when})"
+    elif report.skipped:
+        record.outcome = "skipped"
+    elif report.when == "call":
+        record.outcome = "recovered"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _SUMMARY:
+        return
+    records = list(_SUMMARY.values())
+    recovered = sum(r.outcome == "recovered" for r in records)
+    checked = sum(r.data_checked and r.outcome == "recovered" for r in records)
+    terminalreporter.section("faults")
+    terminalreporter.write_line(f"faults tried: {len(records)}, recovered: {recovered}, data checked: {checked}")
+    for r in records:
+        data = " [data checked]" if r.data_checked else ""
+        terminalreporter.write_line(f"  {r.outcome:<16} {r.name}{data}")

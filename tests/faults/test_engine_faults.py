@@ -7,8 +7,9 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from tests.faults.conftest import (FaultRecord, Host, assert_clear_error, assert_consistent, installed, osctl_ok,
-                                   read_marker, write_marker)
+from tests.support.faults import (FaultRecord, assert_clear_error, assert_consistent, installed, osctl_ok, read_marker,
+                                  write_marker)
+from tests.support.hosts import Host
 
 
 def test_container_removed_behind_our_back(host: Host, docker_client: docker.DockerClient,

@@ -7,10 +7,9 @@ import subprocess
 from collections.abc import Callable
 
 import docker
-import pytest
 
-from tests.faults.conftest import (LONG_RUNNING, FaultRecord, Host, assert_clear_error, assert_consistent,
-                                   assert_no_strays, installed, osctl_ok, read_marker, running_sets)
+from tests.support.faults import FaultRecord, assert_clear_error, assert_consistent, installed, osctl_ok
+from tests.support.hosts import Host
 
 
 def test_truncated_store_record(host: Host, docker_client: docker.DockerClient,

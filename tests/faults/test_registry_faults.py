@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import docker
 
-from tests.faults.conftest import FaultRecord, Host, assert_clear_error, assert_consistent, installed, osctl_ok
-from tests.faults.proxies import FlakyProxy
+from tests.support.faults import FaultRecord, assert_clear_error, assert_consistent, installed, osctl_ok
+from tests.support.hosts import Host
+from tests.support.proxies import FlakyProxy
 
 
 def dead_port() -> int:

@@ -15,17 +15,10 @@ from collections.abc import Callable, Iterator
 import docker
 import pytest
 
-from tests.faults.conftest import (
-    OS_REPO,
-    REGISTRY,
-    FaultRecord,
-    Host,
-    assert_clear_error,
-    assert_consistent,
-    installed,
-)
-from tests.faults.proxies import StreamProxy
 from tests.support import registry_tools
+from tests.support.faults import FaultRecord, assert_clear_error, assert_consistent, installed
+from tests.support.hosts import OS_REPO, REGISTRY, Host
+from tests.support.proxies import StreamProxy
 
 MiB = 1024 * 1024
 LAYER_MIB = 40

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
+from pathlib import Path
 
 import docker
 import pytest
 
-from tests.faults.conftest import FaultRecord, Host, assert_clear_error, assert_consistent, installed, osctl_ok
-
-
-def wait_for_step(host: Host, proc: subprocess.Popen[str], step: str, timeout: float = 60) -> bool:
-    journal = host.root / "var/lib/osctl/journal.json"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            data = json.loads(journal.read_text())
-        except (OSError, ValueError):
-            data = {}
-        if data.get("result") == "in-progress" and data.get("step") == step:
-            return True
-        time.sleep(0.005)
-    return False
+from tests.support.faults import (FaultRecord, assert_clear_error, assert_consistent, broken_upgrade_in_swap,
+                                  installed, osctl_ok, wait_for_step)
+from tests.support.hosts import Host
+from tests.support.supervisor import wait_watching
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -67,7 +56,7 @@ def test_supervisor_sigkilled_and_restarted(host: Host, docker_client: docker.Do
         for _ in range(2):
             procs.append(subprocess.Popen([sys.executable, "-m", "osctl", "supervise", *fast], env=host.env(),
                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
-            time.sleep(1.5)
+            wait_watching(host, procs[-1], lambda: Path(log.name).read_text())
             if len(procs) == 1:
                 procs[0].kill()
                 procs[0].wait(timeout=10)
@@ -79,10 +68,8 @@ def test_supervisor_sigkilled_and_restarted(host: Host, docker_client: docker.Do
                                text=True, timeout=30, stdin=subprocess.DEVNULL)
         assert third.returncode != 0 and "Traceback" not in third.stderr, "only one supervisor per host"
         docker_client.containers.get(f"osctl-{host.host_id}-ntp-v1.5").kill()
-        deadline = time.monotonic() + 15
-        while not docker_client.containers.get(f"osctl-{host.host_id}-ntp-v1.5").attrs["State"]["Running"]:
-            assert time.monotonic() < deadline, "the restarted supervisor repairs"
-            time.sleep(0.2)
+        wait_for(lambda: docker_client.containers.get(f"osctl-{host.host_id}-ntp-v1.5").attrs["State"]["Running"],
+                 15, "the restarted supervisor to repair ntp")
     finally:
         for p in procs:
             if p.poll() is None:
@@ -90,18 +77,6 @@ def test_supervisor_sigkilled_and_restarted(host: Host, docker_client: docker.Do
                 p.wait(timeout=30)
         log.close()
     assert_consistent(host, docker_client, "v1.5", marker, record)
-
-
-def broken_upgrade_in_swap(host: Host, health_timeout: int) -> subprocess.Popen[str]:
-    """``osctl upgrade --to v1.6`` in the background, returned once it swaps: v1.6's health gate
-    never passes, so it stays there for ``health_timeout`` seconds, then rolls back."""
-    proc = subprocess.Popen([sys.executable, "-m", "osctl", "upgrade", "--to", "v1.6", "--health-timeout",
-                             str(health_timeout)], env=host.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
-    if not wait_for_step(host, proc, "swap"):
-        proc.kill()
-        raise AssertionError(f"the upgrade never reached its swap: {proc.communicate()[1]}")
-    return proc
 
 
 def test_two_mutating_commands_at_once(host: Host, docker_client: docker.DockerClient,

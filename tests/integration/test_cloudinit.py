@@ -8,8 +8,8 @@ from pathlib import Path
 
 import docker
 
-from tests.integration.conftest import REGISTRY, Host
-from tests.integration.test_services import containers
+from tests.support.hosts import REGISTRY, Host
+from tests.support.services import containers
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "user-data"
 

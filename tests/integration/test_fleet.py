@@ -15,12 +15,10 @@ import pytest
 
 from osctl.adapters.etcd import Etcd
 from osctl.domain import fleetkeys
-from tests.integration.conftest import Host
 from tests.support import fleet_sim
 from tests.support.etcd_cluster import EtcdCluster
-
-LONG_RUNNING = {"v1.3": {"syslog", "ntp", "console"}, "v1.4": {"syslog", "ntp", "console", "status", "cron"},
-                "v1.5": {"syslog", "ntp", "status", "cron", "metrics"}}
+from tests.support.hosts import Host
+from tests.support.services import LONG_RUNNING
 
 
 def running_set(client: docker.DockerClient, host: Host) -> dict[str, set[str]]:
@@ -154,7 +152,13 @@ def test_a_broken_release_pauses_after_the_failure_budget(
         f.agents.start(host)
     f.cli("rollout", "--to", "v1.6", "--max-concurrent", "2", "--failure-budget", "2")
     fleet_sim.wait_until(lambda: f.status()["rollout"]["state"] == "paused", 120, f.describe)  # type: ignore[index]
-    time.sleep(6)  # a host already swapping when the budget ran out finishes (and rolls back)
+
+    def settled() -> bool:
+        status = f.status()
+        return not status["slots"] and "swapping" not in status["by_phase"]  # type: ignore[operator]
+
+    # a host already swapping when the budget ran out finishes (and rolls back), then gives its slot back
+    fleet_sim.wait_until(settled, 60, f.describe)
     status = f.status()
     rollout = status["rollout"]
     assert isinstance(rollout, dict) and "failure budget" in rollout["reason"], rollout
@@ -168,7 +172,7 @@ def test_a_broken_release_pauses_after_the_failure_budget(
     assert "rolled-back" in text
     f.cli("resume")  # the failed hosts never try v1.6 again; the others would (and fail): abort instead
     f.cli("abort")
-    time.sleep(3)
+    time.sleep(3)  # a window in which nothing may happen: no host starts a swap after the abort
     assert fleet_sim.replay(f.etcd, f.group, 1).max_swapping <= 2
 
 
@@ -184,7 +188,7 @@ def test_with_quorum_lost_agents_wait_and_resume(
         f.agents.start(host)
     fleet_sim.wait_until(lambda: all("etcd unavailable" in f.agents.log(h.host_id) for h in f.hosts), 30,
                          "every agent to say it waits for etcd")
-    time.sleep(3)
+    time.sleep(3)  # a window in which nothing may happen: without quorum no host swaps
     for host in f.hosts:
         assert running_set(docker_client, host) == {"v1.3": LONG_RUNNING["v1.3"]}, "no swap without a slot"
     f.cluster.start_member(1)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import docker
 import pytest
 
-from tests.integration.conftest import OS_REPO, REGISTRY, TEST_REPO, Host, host_objects, registry_tags
+from tests.support.hosts import OS_REPO, REGISTRY, TEST_REPO, Host, host_objects, registry_tags
 from tests.support import registry_tools
 
 SHIPPED = ["v1.3", "v1.4", "v1.5", "v1.6"]

@@ -15,15 +15,15 @@ import pytest
 
 from osctl.adapters.registry import Registry
 from osctl.errors import ExitCode, NotFoundError, OsctlError, RegistryAuthError, RegistryUnavailable
-from tests.integration.conftest import OS_REPO, REGISTRY, Host, registry_tags
-from tests.integration.tls_registry import TlsRegistry, docker_config_for, make_ca, tls_registry  # noqa: F401
+from tests.support.hosts import OS_REPO, REGISTRY, Host, registry_tags
+from tests.support.tls_registry import TlsRegistry, docker_config_for, make_ca
 
 V2 = "application/vnd.docker.distribution.manifest.v2+json"
 SHIPPED = ["v1.3", "v1.4", "v1.5", "v1.6"]
 
 
 @pytest.fixture(scope="module")
-def pushed(tls_registry: TlsRegistry) -> str:  # noqa: F811 - the imported fixture
+def pushed(tls_registry: TlsRegistry) -> str:
     """The digest of osctl/os:v1.4 as pushed to the TLS registry."""
     return tls_registry.push()
 
@@ -33,7 +33,7 @@ def secure(tls: TlsRegistry, config: Path | None = None) -> Registry:
 
 
 # -- TLS + basic auth ------------------------------------------------------------------------
-def test_tags_and_digests_with_docker_config_credentials(tls_registry: TlsRegistry, pushed: str) -> None:  # noqa: F811
+def test_tags_and_digests_with_docker_config_credentials(tls_registry: TlsRegistry, pushed: str) -> None:
     registry = secure(tls_registry)
     assert registry.base_url == f"https://{tls_registry.host}"  # the certs.d CA makes it https
     assert registry.tags() == ["v1.4"]
@@ -45,13 +45,13 @@ def test_tags_and_digests_with_docker_config_credentials(tls_registry: TlsRegist
         registry.digest("v0.0")
 
 
-def test_docker_config_env_var_supplies_the_credentials(tls_registry: TlsRegistry, pushed: str,  # noqa: F811
+def test_docker_config_env_var_supplies_the_credentials(tls_registry: TlsRegistry, pushed: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", str(tls_registry.docker_config))
     assert Registry(f"{tls_registry.host}/osctl/os").digest("v1.4") == pushed
 
 
-def test_wrong_password_is_refused_clearly(tls_registry: TlsRegistry, pushed: str,  # noqa: F811
+def test_wrong_password_is_refused_clearly(tls_registry: TlsRegistry, pushed: str,
                                            tmp_path: Path) -> None:
     wrong = "not-" + tls_registry.password
     config = docker_config_for(tmp_path / "wrong", tls_registry.host, tls_registry.username, wrong)
@@ -64,7 +64,7 @@ def test_wrong_password_is_refused_clearly(tls_registry: TlsRegistry, pushed: st
     assert wrong not in message + hint and tls_registry.password not in message + hint
 
 
-def test_no_credentials_suggests_docker_login(tls_registry: TlsRegistry, pushed: str,  # noqa: F811
+def test_no_credentials_suggests_docker_login(tls_registry: TlsRegistry, pushed: str,
                                              tmp_path: Path) -> None:
     empty = tmp_path / "empty-config"
     empty.mkdir()
@@ -74,7 +74,7 @@ def test_no_credentials_suggests_docker_login(tls_registry: TlsRegistry, pushed:
     assert f"docker login {tls_registry.host}" in (info.value.hint or "")
 
 
-def test_untrusted_certificate_is_not_retried(tls_registry: TlsRegistry, tmp_path: Path) -> None:  # noqa: F811
+def test_untrusted_certificate_is_not_retried(tls_registry: TlsRegistry, tmp_path: Path) -> None:
     other = tmp_path / "certs.d" / tls_registry.host
     make_ca(other, "ca")  # a CA that did not sign the registry's certificate
     registry = Registry(f"{tls_registry.host}/osctl/os", docker_config=str(tls_registry.docker_config),
@@ -84,7 +84,7 @@ def test_untrusted_certificate_is_not_retried(tls_registry: TlsRegistry, tmp_pat
     assert "after" not in str(info.value), "a certificate problem is not worth retrying"
 
 
-def test_tls_registry_without_its_ca_says_so(tls_registry: TlsRegistry, tmp_path: Path) -> None:  # noqa: F811
+def test_tls_registry_without_its_ca_says_so(tls_registry: TlsRegistry, tmp_path: Path) -> None:
     # Loopback without a certs.d CA means plain http, as for the engine; the registry speaks TLS only.
     registry = Registry(f"{tls_registry.host}/osctl/os", docker_config=str(tls_registry.docker_config),
                         certs_dir=str(tmp_path))
@@ -93,7 +93,7 @@ def test_tls_registry_without_its_ca_says_so(tls_registry: TlsRegistry, tmp_path
     assert "ca.crt" in (info.value.hint or "")
 
 
-def test_engine_pulls_through_tls_and_records_the_adapter_digest(tls_registry: TlsRegistry,  # noqa: F811
+def test_engine_pulls_through_tls_and_records_the_adapter_digest(tls_registry: TlsRegistry,
                                                                  pushed: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # The registry speaks TLS only, so this pull went through TLS. Note that dockerd treats every
@@ -138,7 +138,7 @@ def test_plain_registry_tags_and_digests(registry: str, tmp_path: Path) -> None:
         assert found[tag].digest == expected and found[tag].size > 0
 
 
-def test_osctl_pull_and_list_through_tls_and_basic_auth(tls_registry: TlsRegistry, pushed: str,  # noqa: F811
+def test_osctl_pull_and_list_through_tls_and_basic_auth(tls_registry: TlsRegistry, pushed: str,
                                                         host: Host) -> None:
     """The whole path a user takes: credentials from DOCKER_CONFIG, CA from certs.d."""
     host.image = f"{tls_registry.host}/osctl/os"

@@ -8,18 +8,8 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from tests.integration.conftest import Host, shipped_manifest
-
-
-def containers(client: docker.DockerClient, host: Host) -> dict[str, docker.models.containers.Container]:
-    found = client.containers.list(all=True, filters={"label": f"io.osctl.host={host.host_id}"})
-    return {c.labels["io.osctl.service"]: c for c in found if c.labels.get("io.osctl.role") == "service"}
-
-
-def up(host: Host, version: str = "v1.5") -> None:
-    assert host.osctl("pull", version, "--quiet").returncode == 0
-    proc = host.osctl("service", "up", "--version", version)
-    assert proc.returncode == 0, proc.stderr
+from tests.support.hosts import Host, shipped_manifest
+from tests.support.services import containers, finished_at, started_at, up
 
 
 def test_start_order_follows_dependencies(host: Host, docker_client: docker.DockerClient) -> None:
@@ -27,11 +17,12 @@ def test_start_order_follows_dependencies(host: Host, docker_client: docker.Dock
     found = containers(docker_client, host)
     assert set(found) == {"network", "syslog", "ntp", "status", "cron", "metrics"}
     state = {name: c.attrs["State"] for name, c in found.items()}
+    started = {name: started_at(c) for name, c in found.items()}  # parsed: the engine's strings do not sort
     # network is a one-shot: syslog waits for it to complete, the others wait for syslog.
     assert state["network"]["ExitCode"] == 0 and state["network"]["Status"] == "exited"
-    assert state["network"]["FinishedAt"] <= state["syslog"]["StartedAt"]
+    assert finished_at(found["network"]) <= started["syslog"], (state["network"]["FinishedAt"], state["syslog"])
     for name in ("ntp", "status", "cron", "metrics"):
-        assert state["syslog"]["StartedAt"] <= state[name]["StartedAt"], name
+        assert started["syslog"] <= started[name], (name, state["syslog"]["StartedAt"], state[name]["StartedAt"])
         assert state[name]["Running"], name
     for c in found.values():
         assert c.attrs["HostConfig"]["Init"] is True, "every system container runs with an init"

@@ -6,29 +6,14 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import docker
 import pytest
 
-from tests.integration.conftest import Host
-from tests.integration.test_services import containers
-
-LONG_RUNNING = {"v1.3": {"syslog", "ntp", "console"}, "v1.4": {"syslog", "ntp", "console", "status", "cron"},
-                "v1.5": {"syslog", "ntp", "status", "cron", "metrics"}}
-
-
-def sets(client: docker.DockerClient, host: Host) -> dict[str, set[str]]:
-    """Version -> the services of that version running now, as the engine says."""
-    found: dict[str, set[str]] = {}
-    for c in client.containers.list(all=True, filters={"label": f"io.osctl.host={host.host_id}"}):
-        if c.labels.get("io.osctl.role") == "service":
-            version = c.labels["io.osctl.version"]
-            found.setdefault(version, set())
-            if c.attrs["State"]["Running"]:
-                found[version].add(c.labels["io.osctl.service"])
-    return found
+from tests.support.hosts import Host, shipped_manifest
+from tests.support.services import LONG_RUNNING, containers, running_sets
+from tests.support.waiting import wait_for
 
 
 def pointer(host: Host) -> dict[str, object]:
@@ -36,7 +21,7 @@ def pointer(host: Host) -> dict[str, object]:
 
 
 def assert_runs_only(client: docker.DockerClient, host: Host, version: str) -> None:
-    assert sets(client, host) == {version: LONG_RUNNING[version]}
+    assert running_sets(client, host) == {version: LONG_RUNNING[version]}
     assert pointer(host)["default"] == version
     journal = host.root / "var/lib/osctl/journal.json"
     assert json.loads(journal.read_text())["result"] != "in-progress"
@@ -162,7 +147,9 @@ def test_concurrent_upgrades(host: Host) -> None:
     osctl_ok(host, "upgrade", "--to", "v1.3")
     first = subprocess.Popen([sys.executable, "-m", "osctl", "upgrade", "--to", "v1.5"], env=host.env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    time.sleep(0.4)
+    lock = host.root / "var/lib/osctl/lock"  # the holder of the host's lock writes its pid there
+    wait_for(lambda: first.poll() is not None or lock.read_text().strip() == f"pid {first.pid}: upgrade v1.5", 60,
+             lambda: f"the first upgrade to take the host's lock: {lock.read_text()!r}")
     second = host.osctl("upgrade", "--to", "v1.5")
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
@@ -199,8 +186,6 @@ def test_crash_at_every_point_recovers_to_one_version(host: Host, docker_client:
 
 def test_min_upgrade_from_needs_force(host: Host, docker_client: docker.DockerClient,
                                       publish: Callable[[str, str], str]) -> None:
-    from tests.integration.conftest import shipped_manifest
-
     host.image = publish("v1.3", shipped_manifest("v1.3"))
     publish("v1.5", shipped_manifest("v1.5").replace("min_upgrade_from: v1.3", "min_upgrade_from: v1.4"))
     osctl_ok(host, "upgrade", "--to", "v1.3")

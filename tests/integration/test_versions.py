@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import docker
 import pytest
 
-from tests.integration.conftest import OS_REPO, REGISTRY, Host, host_objects, registry_tags
+from tests.support.hosts import OS_REPO, REGISTRY, Host, host_objects, registry_tags
 from tests.support import registry_tools
 
 V2 = "application/vnd.docker.distribution.manifest.v2+json"

@@ -1,25 +1,20 @@
 """Stopping and starting the local dockerd from a test, as ``scripts/setup`` starts it.
 
-Only for tests that are about the engine going away (named ``test_zz_*`` so they run last):
-a restart stops every container on the engine, so ``engine_is_ours`` says when it is allowed.
+Only for tests that are about the engine going away (marked ``engine_restart``, so they run
+last): a restart stops every container on the engine, so ``engine_is_ours`` says when it is
+allowed.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import docker
 
-
-def wait_for(what: Callable[[], bool], timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, f"timed out waiting: {message}"
-        time.sleep(0.1)
+from tests.support.waiting import wait_for
 
 
 def engine_is_ours(client: docker.DockerClient, own_hosts: Iterable[str]) -> str | None:

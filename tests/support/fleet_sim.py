@@ -11,7 +11,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 
 from osctl.adapters.etcd import Etcd
 from osctl.domain import fleetkeys
+from tests.support.waiting import wait_for
 
 
 class SimHost(Protocol):
@@ -114,12 +114,8 @@ def fleet_status(endpoints: Iterable[str], group: str) -> dict[str, Any]:
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: Callable[[], str] | str, every: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for: "
-                                 f"{what() if callable(what) else what}")
-        time.sleep(every)
+    """``waiting.wait_for``, polling every half second by default (each look is an osctl run)."""
+    wait_for(check, timeout, what, every=every)
 
 
 @dataclass

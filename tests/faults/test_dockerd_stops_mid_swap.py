@@ -1,7 +1,8 @@
 """dockerd stops in the middle of a swap and comes back: the next ``osctl boot`` recovers.
 
-Named to run last in the fault suite: it stops the engine, which every other test needs, and
-is skipped when anything but this session's test hosts runs on the engine.
+Marked ``engine_restart``: it stops the engine, which every other test needs, so it runs at the
+very end (tests/conftest.py). It is skipped when anything but this session's test hosts runs on
+the engine.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from tests.faults.conftest import FaultRecord, Host, assert_clear_error, assert_consistent, installed, osctl_ok
-from tests.faults.test_signals import broken_upgrade_in_swap
-from tests.integration.conftest import SESSION_HOSTS
 from tests.support.engine_tools import engine_is_ours, start_dockerd, stop_dockerd
+from tests.support.faults import (FaultRecord, assert_clear_error, assert_consistent, broken_upgrade_in_swap,
+                                  installed, osctl_ok)
+from tests.support.hosts import SESSION_HOSTS, Host
+
+pytestmark = pytest.mark.engine_restart
 
 
 def test_engine_stops_during_swap(host: Host, docker_client: docker.DockerClient,

@@ -20,6 +20,7 @@ from osctl.domain.fleetslots import FleetSemaphore
 from osctl.errors import EtcdUnavailable
 from osctl.models.fleet import HostState, Rollout, RolloutFailure
 from tests.support.etcd_cluster import EtcdCluster
+from tests.support.waiting import wait_for
 
 VERSION = "v1.5"
 
@@ -189,7 +190,9 @@ def test_losing_the_leader_mid_rollout_changes_nothing(etcd: Etcd, etcd_cluster:
 
     def kill_leader() -> None:
         started.wait(10)
-        time.sleep(0.2)
+        prefix = fleetkeys.group_prefix(group)
+        wait_for(lambda: any(fleetkeys.slot_index(group, e.key) is not None for e in etcd.history(prefix, since)),
+                 10, "the first host to take a slot", every=0.02)  # then the rollout is under way
         leader = etcd_cluster.leader()
         etcd_cluster.stop_member(leader if leader is not None else 0)
 

@@ -1,7 +1,11 @@
-"""Bad input everywhere: arbitrary versions and mutated manifests never crash osctl."""
+"""Bad input everywhere: arbitrary versions and mutated manifests never crash osctl.
+
+No engine and no registry: the image is a loopback port where nothing listens. Each test is
+listed in the run's fault summary (the ``fault`` fixture)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,15 +14,10 @@ from hypothesis import strategies as st
 
 from osctl.cli.main import main
 from osctl.models.version import try_parse
-from tests.faults.conftest import FAULTS, FaultRecord
+from tests.support.faults import FaultRecord
 
 MANIFEST = (Path(__file__).resolve().parents[2] / "system-images/versions/v1.5/release.yaml").read_text()
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def register(request: pytest.FixtureRequest, name: str) -> FaultRecord:
-    FAULTS[request.node.nodeid] = FaultRecord(name, request.node.nodeid)
-    return FAULTS[request.node.nodeid]
 
 
 def run(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[int, str]:
@@ -40,9 +39,9 @@ versions = st.one_of(st.text(max_size=40), st.from_regex(r"v?[0-9.]{0,8}[-+]?[a-
 
 
 @pytest.mark.parametrize("command", [("pull",), ("upgrade", "--to"), ("pin",)])
-def test_arbitrary_versions(request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_arbitrary_versions(fault: Callable[[str], FaultRecord], tmp_path: Path, capsys: pytest.CaptureFixture[str],
                             command: tuple[str, ...]) -> None:
-    register(request, f"arbitrary version strings to osctl {' '.join(command)}")
+    fault(f"arbitrary version strings to osctl {' '.join(command)}")
 
     @SETTINGS
     @given(version=versions)
@@ -83,9 +82,9 @@ def mutate_lines(text: str, data: st.DataObject) -> str:
     return "".join(lines)
 
 
-def test_mutated_manifests(request: pytest.FixtureRequest, tmp_path: Path,
+def test_mutated_manifests(fault: Callable[[str], FaultRecord], tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
-    register(request, "mutated release.yaml to osctl image validate")
+    fault("mutated release.yaml to osctl image validate")
     target = tmp_path / "release.yaml"
 
     @SETTINGS
@@ -102,9 +101,9 @@ def test_mutated_manifests(request: pytest.FixtureRequest, tmp_path: Path,
 USER_DATA = (Path(__file__).resolve().parents[2] / "examples/user-data/extra-service.yaml").read_text()
 
 
-def test_mutated_user_data(request: pytest.FixtureRequest, tmp_path: Path,
+def test_mutated_user_data(fault: Callable[[str], FaultRecord], tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
-    register(request, "mutated #cloud-config to osctl cloud-init validate/show")
+    fault("mutated #cloud-config to osctl cloud-init validate/show")
     target = tmp_path / "user-data"
 
     @SETTINGS
@@ -133,10 +132,11 @@ WORDS = ["--to", "--json", "--offline", "--all", "--keep", "--dry-run", "--yes",
          "ntp", "--", "-", "/dev/null", "/nonexistent", "."]
 
 
-def test_arbitrary_command_lines(request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_arbitrary_command_lines(fault: Callable[[str], FaultRecord], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Any command line, with no engine and no registry: exit 0 or one error line, never a traceback."""
-    register(request, "arbitrary command lines (no engine, no registry)")
+    fault("arbitrary command lines (no engine, no registry)")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     token = st.one_of(st.sampled_from(WORDS), st.text(min_size=1, max_size=12))
 

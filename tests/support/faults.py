@@ -1,7 +1,7 @@
 """Fault tests: the world misbehaves, nothing is lost.
 
-Every test registers the fault it injects (``fault("registry down before pull")``) and checks
-the same four things with the helpers below:
+Every fault test registers the fault it injects (the ``fault`` fixture: ``fault("registry down
+before pull")``) and checks the same four things with the helpers below:
 
 1. a clear error (``assert_clear_error``): one ``error:`` line, no traceback, the right exit code;
 2. exactly one consistent version (``assert_consistent``): engine, boot pointer and journal agree;
@@ -9,36 +9,27 @@ the same four things with the helpers below:
 4. no strays: no containers of another version, no helpers, no ``.partial-*``/``*.tmp`` files,
    no store record without its boot folder.
 
-At the end, a summary line "faults tried: N, recovered: M, data checked: K" and each fault's outcome.
+At the end of the run, ``tests/conftest.py`` prints a summary line "faults tried: N, recovered:
+M, data checked: K" and each fault's outcome.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import docker
-import pytest
 
-from tests.integration.conftest import (  # noqa: F401 - fixtures re-exported for the fault tests
-    OS_REPO,
-    REGISTRY,
-    Host,
-    docker_client,
-    host,
-    host_objects,
-    make_host,
-    publish,
-    registry,
-    remove,
-)
+from tests.support.hosts import Host
+from tests.support.services import LONG_RUNNING, running_sets
 
-LONG_RUNNING = {"v1.3": {"syslog", "ntp", "console"}, "v1.4": {"syslog", "ntp", "console", "status", "cron"},
-                "v1.5": {"syslog", "ntp", "status", "cron", "metrics"}}
+__all__ = ["FAULTS", "LONG_RUNNING", "FaultRecord", "assert_clear_error", "assert_consistent", "assert_no_strays",
+           "broken_upgrade_in_swap", "installed", "osctl_ok", "read_marker", "running_sets", "service_containers",
+           "syslog", "wait_for_step", "write_marker"]
 
 
 # ---------------------------------------------------------------- the registry of faults
@@ -52,49 +43,12 @@ class FaultRecord:
     data_checked: bool = False
 
 
-FAULTS: dict[str, FaultRecord] = {}
+FAULTS: dict[str, FaultRecord] = {}  # nodeid -> the fault that test injects (in the process running it)
 
 
-@pytest.fixture
-def fault(request: pytest.FixtureRequest) -> Callable[[str], FaultRecord]:
-    """``fault("name")`` registers the fault this test injects."""
-
-    def register(name: str) -> FaultRecord:
-        record = FaultRecord(name, request.node.nodeid)
-        FAULTS[request.node.nodeid] = record
-        return record
-
-    return register
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report = yield
-    record = FAULTS.get(item.nodeid)
-    if record is not None:
-        if hasattr(report, "wasxfail"):
-            record.outcome = "known osctl bug (xfail)"
-        elif report.failed:
-            record.outcome = f"FAILED ({report.when})"
-        elif report.skipped:
-            record.outcome = "skipped"
-        elif report.when == "call":
-            record.outcome = "recovered"
-    return report
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not FAULTS:
-        return
-    records = list(FAULTS.values())
-    tried = len(records)
-    recovered = sum(r.outcome == "recovered" for r in records)
-    checked = sum(r.data_checked and r.outcome == "recovered" for r in records)
-    terminalreporter.section("faults")
-    terminalreporter.write_line(f"faults tried: {tried}, recovered: {recovered}, data checked: {checked}")
-    for r in records:
-        data = " [data checked]" if r.data_checked else ""
-        terminalreporter.write_line(f"  {r.outcome:<16} {r.name}{data}")
+def register(nodeid: str, name: str) -> FaultRecord:
+    FAULTS[nodeid] = FaultRecord(name, nodeid)
+    return FAULTS[nodeid]
 
 
 # ---------------------------------------------------------------- the four checks
@@ -120,16 +74,6 @@ def assert_clear_error(proc: subprocess.CompletedProcess[str], code: int, *needl
 
 def service_containers(client: docker.DockerClient, host: Host) -> list[docker.models.containers.Container]:
     return client.containers.list(all=True, filters={"label": f"io.osctl.host={host.host_id}"})
-
-
-def running_sets(client: docker.DockerClient, host: Host) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for c in service_containers(client, host):
-        if c.labels.get("io.osctl.role") == "service":
-            found.setdefault(c.labels["io.osctl.version"], set())
-            if c.attrs["State"]["Running"]:
-                found[c.labels["io.osctl.version"]].add(c.labels["io.osctl.service"])
-    return found
 
 
 def syslog(client: docker.DockerClient, host: Host) -> docker.models.containers.Container:
@@ -195,6 +139,32 @@ def installed(host: Host, client: docker.DockerClient, version: str) -> str:
     return write_marker(client, host)
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path
+# ---------------------------------------------------------------- an upgrade caught mid-way
+
+
+def wait_for_step(host: Host, proc: subprocess.Popen[str], step: str, timeout: float = 60) -> bool:
+    """Whether the journal of ``host`` said ``step`` (in progress) before ``proc`` ended; polled
+    every 5 ms so that a short step is not missed."""
+    journal = host.root / "var/lib/osctl/journal.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            data = json.loads(journal.read_text())
+        except (OSError, ValueError):
+            data = {}
+        if data.get("result") == "in-progress" and data.get("step") == step:
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def broken_upgrade_in_swap(host: Host, health_timeout: int) -> subprocess.Popen[str]:
+    """``osctl upgrade --to v1.6`` in the background, returned once it swaps: v1.6's health gate
+    never passes, so it stays there for ``health_timeout`` seconds, then rolls back."""
+    proc = subprocess.Popen([sys.executable, "-m", "osctl", "upgrade", "--to", "v1.6", "--health-timeout",
+                             str(health_timeout)], env=host.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    if not wait_for_step(host, proc, "swap"):
+        proc.kill()
+        raise AssertionError(f"the upgrade never reached its swap: {proc.communicate()[1]}")
+    return proc

@@ -6,9 +6,7 @@ CA made here with openssl, basic auth from an htpasswd file (bcrypt), the CA ins
 Docker engine looks (``/etc/docker/certs.d/127.0.0.1:<port>/ca.crt``), and a DOCKER_CONFIG folder
 whose ``config.json`` holds the credentials, as ``docker login`` would write it.
 
-Use it from a test module with::
-
-    from tests.integration.tls_registry import tls_registry  # noqa: F401  (a fixture)
+The ``tls_registry`` fixture (session-scoped) is registered for every test by ``tests/conftest.py``.
 
 Everything it creates is removed afterwards: the process, the certs.d folder, the local image
 references under its address. Registry data and keys live in a temporary folder.
@@ -34,7 +32,7 @@ import bcrypt
 import docker
 import pytest
 
-from tests.integration.conftest import OS_REPO
+from tests.support.hosts import OS_REPO
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 ENGINE_CERTS = Path("/etc/docker/certs.d")

@@ -1,0 +1,142 @@
+"""The fixtures every test may ask for; ``tests/conftest.py`` registers this module as a plugin.
+
+Tests that ask for ``docker_client``, ``registry``, ``host``, ``make_host``, ``publish``,
+``supervise`` or ``tls_registry`` need the real engine and registry and are marked
+``integration``; tests that ask for ``etcd_cluster`` start etcd and are marked ``etcd``
+(``tests/conftest.py`` does the marking).
+"""
+
+from __future__ import annotations
+
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.support import faults
+from tests.support.etcd_cluster import EtcdCluster
+from tests.support.hosts import (OS_REPO, REGISTRY, SESSION_HOSTS, TEST_HOST_PREFIX, Host, host_objects,
+                                 leftovers_of_test_hosts, remove)
+from tests.support.supervisor import Supervise
+
+ENGINE_FIXTURES = {"docker_client", "registry"}  # every engine fixture depends on one of these
+ETCD_FIXTURES = {"_etcd_cluster_session"}
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure here means the same thing
+        pytest.fail(f"no Docker engine answers ({exc}); run scripts/setup first", pytrace=False)
+    yield client
+    leftovers = leftovers_of_test_hosts(client)
+    for kind, name in leftovers:
+        remove(client, kind, name)
+    client.close()
+    if leftovers:
+        pytest.fail(f"tests left these behind (now removed): {leftovers}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def registry() -> str:
+    try:
+        urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=5).close()
+    except OSError as exc:
+        pytest.fail(f"no registry answers at {REGISTRY} ({exc}); run scripts/setup first", pytrace=False)
+    return REGISTRY
+
+
+@pytest.fixture
+def make_host(tmp_path: Path, docker_client: docker.DockerClient, registry: str) -> Iterator[Callable[[], Host]]:
+    """Make as many hosts as a test needs; each is cleaned up afterwards."""
+    made: list[Host] = []
+
+    def make() -> Host:
+        host = Host(f"{TEST_HOST_PREFIX}{uuid.uuid4().hex[:10]}", tmp_path / f"root{len(made)}")
+        SESSION_HOSTS.add(host.host_id)
+        host.root.mkdir()
+        made.append(host)
+        return host
+
+    yield make
+    for host in made:
+        for kind, name in host_objects(docker_client, host.host_id):
+            remove(docker_client, kind, name)
+
+
+@pytest.fixture
+def host(make_host: Callable[[], Host]) -> Host:
+    return make_host()
+
+
+@pytest.fixture
+def publish(docker_client: docker.DockerClient, registry: str) -> Iterator[Callable[[str, str], str]]:
+    """Publish OS versions with a manifest of the test's own, FROM v1.5, in a repository of
+    the test's own; returns the repository. Removed from the registry and engine afterwards."""
+    from tests.support import registry_tools
+
+    repo = f"{registry}/osctl-test/{uuid.uuid4().hex[:8]}/os"
+    refs: list[str] = []
+
+    def make(version: str, manifest: str) -> str:
+        refs.append(registry_tools.os_version_variant(docker_client, f"{OS_REPO}:v1.5", repo, version, manifest))
+        return repo
+
+    yield make
+    registry_tools.delete_repository(registry, repo.split("/", 1)[1])
+    for ref in refs:
+        try:
+            docker_client.images.remove(ref, noprune=False)
+        except docker.errors.APIError:
+            pass
+
+
+@pytest.fixture
+def supervise(host: Host) -> Iterator[Callable[..., Supervise]]:
+    """``supervise(*options)`` starts ``osctl supervise`` for ``host``; all are stopped afterwards."""
+    started: list[Supervise] = []
+
+    def start(*args: str) -> Supervise:
+        started.append(Supervise(host, *args))
+        return started[-1]
+
+    yield start
+    for sup in started:
+        sup.terminate()
+
+
+@pytest.fixture(scope="session")
+def _etcd_cluster_session() -> Iterator[EtcdCluster]:
+    """One three-member etcd cluster for the whole session (starting one costs about 0.5 s)."""
+    try:
+        cluster = EtcdCluster(3).start()
+    except RuntimeError as exc:
+        pytest.fail(f"cannot start an etcd cluster: {exc}; run scripts/setup first", pytrace=False)
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def etcd_cluster(_etcd_cluster_session: EtcdCluster) -> EtcdCluster:
+    """The session's etcd cluster, every member up.
+
+    Tests may stop members; the next test gets them back. Keys are not cleared: each test
+    works under a prefix (a fleet group) of its own.
+    """
+    _etcd_cluster_session.ensure_all_running()
+    return _etcd_cluster_session
+
+
+@pytest.fixture
+def fault(request: pytest.FixtureRequest) -> Callable[[str], faults.FaultRecord]:
+    """``fault("name")`` registers the fault this test injects, for the run's fault summary."""
+
+    def register(name: str) -> faults.FaultRecord:
+        return faults.register(request.node.nodeid, name)
+
+    return register
