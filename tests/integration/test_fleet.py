@@ -15,9 +15,9 @@ import pytest
 
 from osctl.adapters.etcd import Etcd
 from osctl.domain import fleetkeys
-from tests.support import fleet_sim
+from tests.support import fleet_sim, registry_tools
 from tests.support.etcd_cluster import EtcdCluster
-from tests.support.hosts import Host
+from tests.support.hosts import OS_REPO, Host, shipped_manifest
 from tests.support.services import LONG_RUNNING
 
 
@@ -32,11 +32,12 @@ def running_set(client: docker.DockerClient, host: Host) -> dict[str, set[str]]:
 class Fleet:
     """A group of simulated hosts on the session's etcd cluster."""
 
-    def __init__(self, cluster: EtcdCluster, make_host: Callable[[], Host], logdir: Path, size: int,
+    def __init__(self, cluster: EtcdCluster, make_host: Callable[[], Host], logdir: Path, size: int, image: str,
                  lease_ttl: int = 3, health_timeout: str = "20s") -> None:
         self.cluster, self.group = cluster, f"g{uuid.uuid4().hex[:8]}"
         self.hosts = [make_host() for _ in range(size)]
         for host in self.hosts:
+            host.image = image
             fleet_sim.write_config(host, cluster.endpoints, self.group, health_timeout=health_timeout)
         self.agents = fleet_sim.Agents(logdir, lease_ttl=lease_ttl)
         self.etcd = Etcd(cluster.endpoints)
@@ -63,12 +64,32 @@ class Fleet:
         self.etcd.close()
 
 
+@pytest.fixture(scope="module")
+def quiet_os(docker_client: docker.DockerClient, registry: str) -> Iterator[str]:
+    """The shipped versions, each built FROM itself with the engine's background health probes
+    once a minute (``fleet_sim.quiet_probes``), in a repository of this module's own. The service
+    sets, images and osctl's health gates are the shipped ones; dozens of hosts probing every
+    second would keep two cores busy with ``docker exec`` alone."""
+    repo = f"{registry}/osctl-test/{uuid.uuid4().hex[:8]}/os"
+    refs = [registry_tools.os_version_variant(docker_client, f"{OS_REPO}:{v}", repo, v,
+                                              fleet_sim.quiet_probes(shipped_manifest(v)))
+            for v in ("v1.3", "v1.4", "v1.5", "v1.6")]
+    yield repo
+    registry_tools.delete_repository(registry, repo.split("/", 1)[1])
+    for ref in refs:
+        try:
+            docker_client.images.remove(ref, noprune=False)
+        except docker.errors.APIError:
+            pass
+
+
 @pytest.fixture
-def fleet(etcd_cluster: EtcdCluster, make_host: Callable[[], Host], tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
+def fleet(etcd_cluster: EtcdCluster, make_host: Callable[[], Host], tmp_path: Path,
+          quiet_os: str) -> Iterator[Callable[..., Fleet]]:
     made: list[Fleet] = []
 
     def make(size: int, **options: object) -> Fleet:
-        made.append(Fleet(etcd_cluster, make_host, tmp_path, size, **options))  # type: ignore[arg-type]
+        made.append(Fleet(etcd_cluster, make_host, tmp_path, size, quiet_os, **options))  # type: ignore[arg-type]
         return made[-1]
 
     yield make

@@ -8,6 +8,7 @@ fleet did is read back from etcd's own history (``replay``), not from what the a
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,17 @@ def write_config(host: SimHost, endpoints: Iterable[str], group: str, *, policy:
         f"update: {{policy: {policy}, check_interval: {check_interval}}}\n"
         f"boot: {{health_timeout: {health_timeout}}}\n"
         f"fleet: {{etcd: [{', '.join(endpoints)}], group: {group}}}\n")
+
+
+def quiet_probes(manifest: str, interval: str = "60s") -> str:
+    """A release.yaml whose services the engine probes once per ``interval`` instead of every second.
+
+    osctl's health gate runs a service's probe itself, several times a second, whatever the
+    interval (``serviceset.wait_until_healthy``); the engine's own background probes only feed
+    ``service list`` and the supervisor. Each probe is a ``docker exec``: with many simulated
+    hosts on two cores, probing every second is most of the machine's work.
+    """
+    return re.sub(r"\binterval: 1s\b", f"interval: {interval}", manifest)
 
 
 def osctl(host: SimHost, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
