@@ -11,7 +11,11 @@ Markers (registered in pyproject.toml), set here so that nobody has to remember 
 - ``etcd``: starts etcd members from Debian's etcd-server (the ``etcd_cluster`` fixture); no
   engine. ``tests/etcd/`` is only that.
 - ``engine_restart``: stops or restarts the local dockerd, which every other test needs; such
-  tests are moved to the very end of the run (set by the test itself).
+  tests are moved to the very end of the run (set by the test itself). Implies ``alone``.
+- ``alone``: must not share the machine with other tests (set by the test itself). With
+  pytest-xdist (``scripts/test`` runs two workers) these run after all others, on one worker,
+  once the other workers have finished (``tests/support/xdist_tail.py``); without it, every
+  test runs alone anyway.
 
 ``tests/unit/`` needs none of it: a unit test that asks for an engine or etcd fixture is a
 collection error, so that ``pytest tests/unit`` keeps passing on a machine without them.
@@ -19,8 +23,12 @@ collection error, so that ``pytest tests/unit`` keeps passing on a machine witho
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +40,8 @@ from tests.support.fixtures import ENGINE_FIXTURES, ETCD_FIXTURES  # noqa: E402
 pytest_plugins = ["tests.support.fixtures", "tests.support.tls_registry"]
 
 TESTS = Path(__file__).resolve().parent
+_ALONE_DIR = pytest.StashKey[Path]()  # (xdist controller) where workers name their alone tests
+_ALONE_DIR_INPUT = "osctl_alone_dir"  # that folder, as xdist hands it to each worker
 ENGINE_DIRS = {"integration", "faults"}
 
 
@@ -40,11 +50,50 @@ def _folder(item: pytest.Item) -> str:
     return relative.parts[0] if len(relative.parts) > 1 else ""
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if not getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
+        return
+    if config.getoption("dist") != "load":
+        raise pytest.UsageError("with -n, keep --dist load (the default): tests/conftest.py schedules "
+                                "the tests marked alone after all others")
+    config.stash[_ALONE_DIR] = Path(tempfile.mkdtemp(prefix="osctl-xdist-"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_ALONE_DIR, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """(xdist controller) Tell each worker where to say which of its tests run alone."""
+    node.workerinput[_ALONE_DIR_INPUT] = str(node.config.stash[_ALONE_DIR])
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist load``, with the tests marked ``alone`` held back to the end (tests/support/xdist_tail.py)."""
+    from tests.support.xdist_tail import TailScheduling  # needs xdist, which is only there then
+
+    return TailScheduling(config, log, config.stash[_ALONE_DIR])
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reports its collection to the controller
+def pytest_collection_finish(session: pytest.Session) -> None:
+    workerinput = getattr(session.config, "workerinput", None)
+    if workerinput is not None and _ALONE_DIR_INPUT in workerinput:
+        alone = sorted(i.nodeid for i in session.items if i.get_closest_marker("alone") is not None)
+        (Path(workerinput[_ALONE_DIR_INPUT]) / f"{workerinput['workerid']}.json").write_text(json.dumps(alone))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
     """Marks before every other plugin (``-m`` selects by them), the order after all of them."""
     wrong: list[str] = []
     for item in items:
+        if item.get_closest_marker("engine_restart") is not None:
+            item.add_marker(pytest.mark.alone)
         folder = _folder(item)
         fixtures = set(getattr(item, "fixturenames", ()))
         if folder in ENGINE_DIRS or fixtures & ENGINE_FIXTURES:

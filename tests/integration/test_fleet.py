@@ -20,6 +20,9 @@ from tests.support.etcd_cluster import EtcdCluster
 from tests.support.hosts import OS_REPO, Host, shipped_manifest
 from tests.support.services import LONG_RUNNING
 
+# Dozens of agent processes and timing they assert (leases, health gates): never beside other tests.
+pytestmark = pytest.mark.alone
+
 
 def running_set(client: docker.DockerClient, host: Host) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}

@@ -104,6 +104,7 @@ def test_registry_down_is_one_clear_line(host: Host) -> None:
     assert not (host.root / "var/lib/osctl/store").exists() or not any((host.root / "var/lib/osctl/store").iterdir())
 
 
+@pytest.mark.alone  # prune removes a shared OS image that no other host holds: not while others pull it
 def test_pin_unpin_and_prune(host: Host, docker_client: docker.DockerClient) -> None:
     for version in ("v1.3", "v1.4", "v1.5"):
         assert host.osctl("pull", version, "--quiet").returncode == 0
@@ -137,6 +138,7 @@ def test_prune_never_removes_what_boots_or_runs(host: Host) -> None:
     assert plan["remove"] == [] and plan["keep"] == {"v1.4": "default boot", "v1.3": "previous"}
 
 
+@pytest.mark.alone  # prune removes a shared OS image that no other host holds: not while others pull it
 def test_prune_leaves_images_another_host_stores(host: Host, make_host: Callable[[], Host],
                                                  docker_client: docker.DockerClient) -> None:
     other = make_host()
