@@ -19,7 +19,7 @@ import pytest
 from tests.support import faults
 from tests.support.etcd_cluster import EtcdCluster
 from tests.support.hosts import (OS_REPO, REGISTRY, SESSION_HOSTS, TEST_HOST_PREFIX, Host, host_objects,
-                                 leftovers_of_test_hosts, remove)
+                                 leftovers_of_test_hosts, remove_all)
 from tests.support.supervisor import Supervise
 
 ENGINE_FIXTURES = {"docker_client", "registry"}  # every engine fixture depends on one of these
@@ -35,8 +35,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
         pytest.fail(f"no Docker engine answers ({exc}); run scripts/setup first", pytrace=False)
     yield client
     leftovers = leftovers_of_test_hosts(client)
-    for kind, name in leftovers:
-        remove(client, kind, name)
+    remove_all(client, leftovers)
     client.close()
     if leftovers:
         pytest.fail(f"tests left these behind (now removed): {leftovers}", pytrace=False)
@@ -64,9 +63,7 @@ def make_host(tmp_path: Path, docker_client: docker.DockerClient, registry: str)
         return host
 
     yield make
-    for host in made:
-        for kind, name in host_objects(docker_client, host.host_id):
-            remove(docker_client, kind, name)
+    remove_all(docker_client, [o for host in made for o in host_objects(docker_client, host.host_id)])
 
 
 @pytest.fixture

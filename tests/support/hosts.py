@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,17 @@ def remove(client: docker.DockerClient, kind: str, name: str) -> None:
             client.volumes.get(name).remove(force=True)
     except (docker.errors.NotFound, docker.errors.APIError):
         pass
+
+
+def remove_all(client: docker.DockerClient, objects: list[tuple[str, str]]) -> None:
+    """``remove`` each of ``objects`` (from ``host_objects``): the containers side by side, then
+    the volumes and hold tags, which a container still using them would keep. One at a time,
+    a 20-host fleet's 100 containers took most of a minute."""
+    containers = [o for o in objects if o[0] == "container"]
+    others = [o for o in objects if o[0] != "container"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for batch in (containers, others):
+            list(pool.map(lambda o: remove(client, *o), batch))
 
 
 def registry_tags(repository: str) -> list[str]:
