@@ -8,6 +8,7 @@ Tests that ask for ``docker_client``, ``registry``, ``host``, ``make_host``, ``p
 
 from __future__ import annotations
 
+import signal
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,18 @@ from tests.support.supervisor import Supervise
 
 ENGINE_FIXTURES = {"docker_client", "registry"}  # every engine fixture depends on one of these
 ETCD_FIXTURES = {"_etcd_cluster_session"}
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored() -> Iterator[None]:
+    """Some unit tests call osctl's ``main()`` in the pytest process, which installs a SIGTERM
+    handler raising ``osctl.cli.main.Terminated``; put back what was there, so that a SIGTERM to
+    pytest later ends the run instead of failing whatever test is running."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        if signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session")
