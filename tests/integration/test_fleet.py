@@ -78,12 +78,7 @@ def quiet_os(docker_client: docker.DockerClient, registry: str) -> Iterator[str]
                                               fleet_sim.quiet_probes(shipped_manifest(v)))
             for v in ("v1.3", "v1.4", "v1.5", "v1.6")]
     yield repo
-    registry_tools.delete_repository(registry, repo.split("/", 1)[1])
-    for ref in refs:
-        try:
-            docker_client.images.remove(ref, noprune=False)
-        except docker.errors.APIError:
-            pass
+    registry_tools.remove_variants(docker_client, registry, repo, refs)
 
 
 @pytest.fixture

@@ -98,12 +98,7 @@ def publish(docker_client: docker.DockerClient, registry: str) -> Iterator[Calla
         return repo
 
     yield make
-    registry_tools.delete_repository(registry, repo.split("/", 1)[1])
-    for ref in refs:
-        try:
-            docker_client.images.remove(ref, noprune=False)
-        except docker.errors.APIError:
-            pass
+    registry_tools.remove_variants(docker_client, registry, repo, refs)
 
 
 @pytest.fixture

@@ -96,3 +96,13 @@ def os_version_variant(client: docker.DockerClient, source: str, target_repo: st
                 {"release.yaml": "\n".join(lines) + "\n"})
     push(client, ref)
     return ref
+
+
+def remove_variants(client: docker.DockerClient, registry: str, repo: str, refs: list[str]) -> None:
+    """Undo ``os_version_variant``s: the test repository in the registry, and the local images."""
+    delete_repository(registry, repo.split("/", 1)[1])
+    for ref in refs:
+        try:
+            client.images.remove(ref, noprune=False)
+        except docker.errors.APIError:
+            pass
