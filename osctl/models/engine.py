@@ -122,6 +122,11 @@ class ContainerState:
         """When it last started, parsed; the engine writes nanoseconds and drops trailing zeros."""
         return parse_engine_time(self.started_at)
 
+    @property
+    def finished(self) -> datetime | None:
+        """When it last stopped, parsed (None while it never has)."""
+        return parse_engine_time(self.finished_at)
+
 
 def parse_engine_time(text: str) -> datetime | None:
     """An engine timestamp (RFC 3339 with up to nine fraction digits) as an aware datetime."""

@@ -92,6 +92,7 @@ class Supervisor:
         self._expected: dict[str, bool] = {}  # container ids we stopped ourselves
         self._unhealthy: set[str] = set()  # restarts due because the health check kept failing
         self._cache: dict[str, tuple[tuple[int, ...], serviceset.ServiceSet]] = {}
+        self._connected_at: datetime | None = None  # since when every exit is watched
         self.status = servicestate.read_supervisor(settings.root)
         self.status.pid = os.getpid()
 
@@ -205,14 +206,31 @@ class Supervisor:
     def reconcile(self, engine: Engine, *, fresh: bool = False) -> None:
         """Start what should run and does not (in dependency order), recreate what is gone.
 
-        ``fresh``: the first look after (re)connecting. Containers found exited then stopped
-        with the engine, not by themselves, so they are started without counting a failure.
+        ``fresh``: the first look after (re)connecting; from now on, every exit is watched. A
+        container found exited that stopped before this moment stopped with the engine (or while
+        nobody watched), not by itself: it is started again, without counting a failure, even
+        when its exit code was 0 (a daemon given SIGTERM by a stopping engine exits 0).
         """
+        if fresh:
+            self._connected_at = datetime.now(UTC)
         with self._turn() as mine:
             if mine:
-                self._reconcile(engine, fresh=fresh)
+                self._reconcile(engine)
 
-    def _reconcile(self, engine: Engine, *, fresh: bool = False) -> list[str]:
+    def _exited_while_watched(self, container: ContainerState) -> bool:
+        finished = container.finished
+        return self._connected_at is not None and finished is not None and finished >= self._connected_at
+
+    def _done(self, sset: serviceset.ServiceSet, name: str, container: ContainerState | None) -> bool:
+        """Whether a container that is not running has done its work: a one-shot that exited 0,
+        or a service whose policy keeps a clean exit down (``on-failure``, ``"no"``) that exited
+        0 by itself, while this supervisor watched."""
+        if container is None or not container.exited_ok:
+            return False
+        service = sset.manifest.services[name]
+        return service.oneshot or (service.restart_policy != "always" and self._exited_while_watched(container))
+
+    def _reconcile(self, engine: Engine) -> list[str]:
         """Returns the services it started or recreated."""
         state, sset = self._wanted()
         if sset is None:
@@ -224,16 +242,15 @@ class Supervisor:
         for name, record in self.status.services.items():
             if record.failed and name in observed and observed[name].running:
                 record.failed, record.consecutive_failures = False, 0  # the operator started it again
-        if not fresh:
-            # An exited container nobody has dealt with died on its own: a failure with backoff,
-            # as if its die event (which may still be on its way) had arrived.
-            for name, container in observed.items():
-                if (name in sset.specs and container.status == "exited" and name not in self._leave_alone(state)
-                        and not _finished(sset, name, container)):
-                    self._on_exit(sset, name, container.exit_code)
+        # A container that exited while watched and nobody has dealt with died on its own: its
+        # policy decides, as if its die event (which may still be on its way) had arrived.
+        for name, container in observed.items():
+            if (name in sset.specs and container.status == "exited" and self._exited_while_watched(container)
+                    and name not in self._leave_alone(state) and not self._done(sset, name, container)):
+                self._on_exit(sset, name, container.exit_code)
         leave = self._leave_alone(state)
         wanted = [n for n in sset.specs if (n not in observed or not observed[n].running)
-                  and n not in leave and not _finished(sset, n, observed.get(n))]
+                  and n not in leave and not self._done(sset, n, observed.get(n))]
         if wanted:
             try:
                 serviceset.up(engine, sset, skip=leave, wait_healthy=False, timeout=30.0)
@@ -384,9 +401,3 @@ def _mtime(path: Path) -> int:
         return path.stat().st_mtime_ns
     except OSError:
         return -1
-
-
-def _finished(sset: serviceset.ServiceSet, name: str, state: ContainerState | None) -> bool:
-    """A service that exited 0 and whose policy does not restart a clean exit (a one-shot, or
-    ``on-failure``/``no``) has done its work: starting it again would undo its policy."""
-    return state is not None and state.exited_ok and sset.manifest.services[name].restart_policy != "always"

@@ -133,6 +133,30 @@ def test_on_failure_leaves_a_clean_exit_alone_at_the_next_reconcile_too(up: tupl
     assert fake.status_of("ntp") == "exited"
 
 
+def test_after_the_engine_comes_back_a_clean_exit_is_started_again(up: tuple[Supervisor, FakeEngine]) -> None:
+    sup, fake = up
+    fake.exit(fake.id_of("ntp"), 0)  # the engine stopped with it: SIGTERM, and ntpd exits 0
+    sup.reconcile(fake, fresh=True)  # type: ignore[arg-type]
+    assert fake.status_of("ntp") == "running"
+    assert fake.started.count("network") == 1, "a one-shot that completed is still not run again"
+
+
+def test_a_clean_exit_as_the_engine_stops_is_started_once_its_dependency_is_back(
+        up: tuple[Supervisor, FakeEngine]) -> None:
+    """dockerd stops: ntp (on-failure) exits 0 on its SIGTERM, syslog 143; both die events arrive
+    while the supervisor still watches. Once the engine is back, the first pass cannot start ntp
+    (syslog waits for its restart), so a later pass must: ntp's exit 0 was the engine's doing."""
+    sup, fake = up
+    dies(sup, fake, "ntp", 0)
+    dies(sup, fake, "syslog", 143)
+    time.sleep(0.002)  # the engine's own clock moves on before it answers again
+    sup.reconcile(fake, fresh=True)  # type: ignore[arg-type]
+    restarts_when_due(sup, fake)
+    sup.reconcile(fake)  # type: ignore[arg-type]
+    assert fake.status_of("syslog") == "running" and fake.status_of("ntp") == "running"
+    assert record(sup, "ntp").consecutive_failures == 0, "not counted as a failure"
+
+
 def test_restart_no_takes_a_clean_exit_as_done_not_failed(up: tuple[Supervisor, FakeEngine]) -> None:
     sup, fake = up
     dies(sup, fake, "console", 0)
