@@ -31,7 +31,8 @@ def up(app: AppContext, version: str | None, timeout: float, as_json: bool) -> N
 
     outcomes = services.up(app.settings, app.engine, version, events=shown(as_json), timeout=timeout)
     if as_json:
-        render.print_json([{"service": o.service, "result": o.result, "detail": o.detail} for o in outcomes])
+        render.print_json([{"service": o.service, "result": o.result, "detail": o.detail, "skip": o.skip}
+                           for o in outcomes])
 
 
 @service.command()

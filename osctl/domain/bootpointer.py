@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from osctl.adapters.statefile import Damage, StateFile
-from osctl.constants import BOOT_DIR
+from osctl.constants import BOOT_DIR, STATE_DIR
 from osctl.models.store import BootPointer
 
 
 def pointer_file(root: Path) -> StateFile[BootPointer]:
     return StateFile(root / BOOT_DIR / "boot.json", BootPointer, Damage.LAST_GOOD, "the boot pointer",
                      hint="restore it from a backup, or write the version that should boot into it "
-                          '({"default": "vX.Y"}); osctl status lists the stored versions')
+                          f'({{"default": "vX.Y"}}); the stored versions are the records in {root / STATE_DIR / "store"}')
 
 
 def pointer_path(root: Path) -> Path:
