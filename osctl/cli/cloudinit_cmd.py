@@ -28,9 +28,11 @@ def read_user_data(path: str) -> bytes:
     from osctl.domain.userdata import MAX_USER_DATA_BYTES
 
     limit = MAX_USER_DATA_BYTES + 1
-    if path == "-":
-        return sys.stdin.buffer.read(limit)
     try:
+        if path == "-":
+            if sys.stdin is None:  # started with standard input closed
+                raise UsageError("cannot read - (standard input): it is closed")
+            return sys.stdin.buffer.read(limit)
         with open(path, "rb") as handle:
             return handle.read(limit)
     except FileNotFoundError:
