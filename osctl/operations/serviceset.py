@@ -147,13 +147,24 @@ def plan(sset: ServiceSet, observed: dict[str, ContainerState]) -> dict[str, Act
 
 
 class _Progress:
-    """Per-service readiness that dependents wait on."""
+    """Per-service readiness that dependents wait on, and the set's abandonment.
+
+    ``abandoned`` is set when the caller stops waiting for the set (Ctrl-C, SIGTERM, an error in
+    the calling thread): every worker then ends at its next wait instead of waiting out the
+    health timeout, so that a transaction can roll back at once.
+    """
 
     def __init__(self, names: list[str]) -> None:
         self.started = {n: threading.Event() for n in names}
         self.healthy = {n: threading.Event() for n in names}
         self.completed = {n: threading.Event() for n in names}
         self.failed: dict[str, str] = {}
+        self.abandoned = threading.Event()
+
+    def abandon(self) -> None:
+        self.abandoned.set()
+        for name in self.started:
+            self.fail(name, "was abandoned")
 
     def fail(self, name: str, why: str) -> None:
         self.failed[name] = why
@@ -203,7 +214,11 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
         return outcome
 
     with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="up") as pool:
-        outcomes = list(pool.map(bring, names))
+        try:
+            outcomes = list(pool.map(bring, names))
+        except BaseException:  # the pool's exit waits for every worker: make them end first
+            progress.abandon()
+            raise
     if not all(o.ok for o in outcomes):
         raise ServicesFailed(outcomes)
     return outcomes
@@ -242,7 +257,7 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, curr
     progress.started[name].set()
 
     if service.oneshot:
-        code = engine.wait(container_id, max(1.0, deadline - time.monotonic()))
+        code = _wait_exit(engine, container_id, deadline, progress.abandoned)
         if code is None:
             return ServiceOutcome(name, ServiceResult.FAILED, "did not complete in time",
                                   logs=engine.last_lines(container_id))
@@ -252,7 +267,7 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, curr
         progress.completed[name].set()
         return ServiceOutcome(name, ServiceResult.COMPLETED, f"{result}, exited 0")
     if service.healthcheck is not None and wait_health:
-        why = wait_until_healthy(engine, container_id, spec, deadline)
+        why = wait_until_healthy(engine, container_id, spec, deadline, progress.abandoned)
         if why is not None:
             return ServiceOutcome(name, ServiceResult.FAILED, why, logs=engine.last_lines(container_id))
         progress.healthy[name].set()
@@ -261,14 +276,27 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, curr
     return ServiceOutcome(name, result)
 
 
-def wait_until_healthy(engine: Engine, container_id: str, spec: ContainerSpec, deadline: float) -> str | None:
+def _wait_exit(engine: Engine, container_id: str, deadline: float, abandoned: threading.Event) -> int | None:
+    """A one-shot's exit code, or None if it still runs at ``deadline`` or the set is abandoned.
+
+    The engine's wait blocks and cannot be interrupted, so it is asked for a second at a time.
+    """
+    while True:
+        code = engine.wait(container_id, max(0.1, min(1.0, deadline - time.monotonic())))
+        if code is not None or abandoned.is_set() or time.monotonic() >= deadline:
+            return code
+
+
+def wait_until_healthy(engine: Engine, container_id: str, spec: ContainerSpec, deadline: float,
+                       abandoned: threading.Event | None = None) -> str | None:
     """Run the service's own probe until it passes; None when healthy, else why not.
 
     Polling the probe directly, a few times a second, notices health as soon as it is there
-    instead of at the engine's next interval.
+    instead of at the engine's next interval. ``abandoned`` ends the wait early.
     """
     probe = spec.probe
     assert probe is not None
+    abandoned = abandoned or threading.Event()
     pause = min(0.25, probe.interval)
     while True:
         if engine.run_probe(container_id, probe.test, probe.timeout):
@@ -280,7 +308,8 @@ def wait_until_healthy(engine: Engine, container_id: str, spec: ContainerSpec, d
             return f"stopped (exit code {state.exit_code}) before becoming healthy"
         if time.monotonic() + pause > deadline:
             return "did not become healthy in time"
-        time.sleep(pause)
+        if abandoned.wait(pause):
+            return "the wait was abandoned"
 
 
 def down(engine: Engine, host_id: str, version: str | None, *, manifest: ReleaseManifest | None = None,

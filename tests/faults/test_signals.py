@@ -29,7 +29,12 @@ def test_signal_during_upgrade(host: Host, docker_client: docker.DockerClient,
     reached = wait_for_step(host, proc, step)
     if reached:
         proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"osctl upgrade had not ended 60 s after {sig.name} at {step}: {err.strip()[-300:]}")
     print(f"{sig.name} at {step}: reached={reached} exit={proc.returncode} stderr={err.strip()[-300:]!r}")
     assert reached, f"the upgrade never reached {step}: {err}"
     assert "Traceback" not in err, err

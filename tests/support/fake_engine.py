@@ -139,10 +139,14 @@ class FakeEngine:
         self.remove_container(container_id)
 
     def wait(self, container_id: str, timeout: float) -> int | None:
-        """The exit code of a stopped container; None at once for a running one (as on a timeout)."""
+        """The exit code of a stopped container; None for a running one, after a short pause (as on
+        a timeout, without making a caller that waits in a loop spin)."""
         with self._lock:
             c = self._get(container_id, "waiting for")
-            return None if c.status == "running" else c.exit_code
+            if c.status != "running":
+                return c.exit_code
+        time.sleep(min(timeout, 0.05))
+        return None
 
     def run_probe(self, container_id: str, test: list[str], timeout: float) -> bool:
         with self._lock:
