@@ -11,6 +11,7 @@ Commit is the boot pointer's atomic rename; after it, a crash rolls forward.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -232,12 +233,15 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
 def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
     """Create the new set's containers (not started), so the swap itself only starts them."""
     observed = serviceset.observe(engine, sset.host_id, sset.version)
-    for name, spec in sset.specs.items():
+    for name in sset.specs:
         current = observed.get(name)
         if current is not None:  # from an earlier, failed attempt: start clean
             engine.stop_and_remove(current.id, serviceset.STOP_TIMEOUT)
         if name not in skip:
-            engine.create(spec)
+            # One that cannot be created (a bind leading outside the root) is left to ``up``,
+            # which fails that service, by name, with the reason.
+            with contextlib.suppress(UsageError):
+                serviceset.create_container(engine, sset, name)
 
 
 def _health_gate(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
