@@ -21,6 +21,7 @@ from osctl.adapters.registry import Registry
 from osctl.domain import bootpointer, servicegraph, servicestate
 from osctl.domain.current import make_current
 from osctl.domain.journal import Journal, crash_point
+from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import OsctlError, ServiceFailed, StateError, UsageError
@@ -155,6 +156,7 @@ def run(settings: Settings, engine: Engine, plan: Plan, *, health_timeout: float
         if plan.to_version == now and not plan.stage:
             return Outcome(plan, "nothing-to-do", f"{plan.to_version} is already running", time.monotonic() - started)
         journal = Journal(settings.root)
+        volumes_before = _volume_names(engine, settings.host_id)
         txn = journal.begin("stage" if plan.stage else plan.kind, plan.from_version, plan.to_version)
         try:
             return _run(settings, engine, plan, journal, txn, health_timeout, force, tries, events, started)
@@ -167,7 +169,10 @@ def run(settings: Settings, engine: Engine, plan: Plan, *, health_timeout: float
                 journal.finish(txn, "aborted", reason)
                 raise
             events(StepEvent(Step.ROLLBACK, reason))
+            ran = _ran(engine, settings.host_id, plan.to_version)  # asked before the attempt's containers go
             _roll_back(settings, engine, txn, events)
+            if ran is not None:
+                _drop_new_volumes(settings, engine, plan.to_version, volumes_before, ran)
             journal.finish(txn, "rolled-back", reason)
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -228,6 +233,33 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
         serviceset.down(engine, settings.host_id, plan.from_version, remove=True)
     journal.finish(txn, "committed")
     return Outcome(plan, "committed", None, time.monotonic() - started, downtime)
+
+
+def _volume_names(engine: Engine, host_id: str) -> set[str]:
+    return {volume.name for volume in engine.volumes(host_labels(host_id))}
+
+
+def _ran(engine: Engine, host_id: str, version: str) -> set[str] | None:
+    """The services of ``version`` whose container ever started; None when the engine cannot say."""
+    try:
+        observed = serviceset.observe(engine, host_id, version)
+    except OsctlError:
+        return None
+    return {name for name, state in observed.items() if state.started is not None}
+
+
+def _drop_new_volumes(settings: Settings, engine: Engine, version: str, before: set[str], ran: set[str]) -> None:
+    """After a failed attempt, remove the named volumes it created that no service of it ran
+    with: nothing can be in them but what the image brought. A volume that existed before the
+    attempt, or one that a service of it ran with (it may hold data), always stays."""
+    try:
+        specs = serviceset.load_service_set(settings.host_id, settings.root, version).specs
+    except OsctlError:
+        return  # not knowing who used what, keep everything
+    used = {m.source for name in ran if name in specs for m in specs[name].mounts if m.volume}
+    for name in sorted(_volume_names(engine, settings.host_id) - before - used):
+        with contextlib.suppress(OsctlError):  # e.g. in use by the set that runs again: it stays
+            engine.remove_volume(name)
 
 
 def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from osctl.domain.naming import volume_labels, volume_name
 from tests.support.hosts import Host
 from tests.support.services import containers, running
 from tests.support.supervisor import Supervise
@@ -97,10 +98,11 @@ def test_the_supervisor_does_not_restart_through_a_swapped_bind(
         status = json.loads((host.root / "var/lib/osctl/supervisor.json").read_text())
         return str(status["services"].get("victim", {}).get("last_failure"))
 
-    wait_for(lambda: OUTSIDE in failure(), 15, lambda: f"{failure()}\n{sup.output()}", every=0.1)
+    wait_for(lambda: OUTSIDE in failure() or victim_read_the_machines_passwd(docker_client, host), 15,
+             lambda: f"{failure()}\n{sup.output()}", every=0.1)
+    assert not victim_read_the_machines_passwd(docker_client, host)
     assert f"victim: bind source /data {OUTSIDE}" in sup.output()
     assert not running(docker_client, host, "victim")
-    assert not victim_read_the_machines_passwd(docker_client, host)
     assert running(docker_client, host, "keeper")
     # The host can still be listed and brought down, the supervisor running.
     rows = {r["name"]: r for r in host.osctl_json("service", "list")}  # type: ignore[union-attr]
@@ -154,3 +156,22 @@ def test_a_hostile_image_is_refused_before_anything_is_created(
     found = docker_client.volumes.list(filters={"label": f"io.osctl.host={host.host_id}"})
     assert containers(docker_client, host) == {} and found == []
     assert not Path(host.root / "data").exists()
+
+
+def test_a_failed_install_removes_the_volumes_it_created_for_nothing_and_keeps_the_others(
+    host: Host, docker_client: docker.DockerClient, publish: Callable[[str, str], str]
+) -> None:
+    """``broken`` binds a file of the host over a directory of its image: its start fails (a runc
+    error, nothing of it ran) and the install rolls back. ``scratch``, made for it, never held anything: it goes. ``logs`` was
+    there before, and ``cache`` was mounted by ``keeper``, which ran: both stay."""
+    host.image = publish("v1.5", manifest(
+        '  keeper:\n    command: ["/bin/sleep", "3600"]\n    volumes: ["logs:/var/log", "cache:/var/cache"]\n',
+        '  broken:\n    command: ["/bin/sleep", "3600"]\n    volumes: ["scratch:/scratch", "/afile:/usr/lib"]\n'))
+    (host.root / "afile").write_text("a file, not a directory\n")
+    docker_client.volumes.create(volume_name(host.host_id, "logs"), labels=volume_labels(host.host_id, "logs"))
+    proc = host.osctl("upgrade", "--to", "v1.5")
+    assert proc.returncode == 1
+    assert error_line(proc).startswith("error: v1.5 rolled back: service broken failed: starting container")
+    assert containers(docker_client, host) == {}
+    found = docker_client.volumes.list(filters={"label": f"io.osctl.host={host.host_id}"})
+    assert sorted(v.name for v in found) == sorted(volume_name(host.host_id, n) for n in ("cache", "logs"))
