@@ -115,6 +115,8 @@ def create_container(engine: Engine, sset: ServiceSet, name: str) -> str:
     """Create ``name``'s container with its bind sources resolved now, inside the root."""
     _refuse_unsafe(sset, name)
     spec = sset.specs[name]
+    if not spec.image.startswith("sha256:") and engine.image(spec.image) is None:
+        engine.pull(spec.image)  # an extra service's image, named by the host's settings
     mounts = [m if m.volume else replace(m, source=binds.resolve_now(sset.root, m.source)) for m in spec.mounts]
     return engine.create(replace(spec, mounts=mounts))
 
@@ -255,8 +257,6 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, curr
         engine.stop_and_remove(current.id, STOP_TIMEOUT)
         current, result = None, ServiceResult.RECREATED
     if current is None:
-        if not spec.image.startswith("sha256:") and engine.image(spec.image) is None:
-            engine.pull(spec.image)  # an extra service's image, named by the host's settings
         container_id = create_container(engine, sset, name)
         if result is ServiceResult.UNCHANGED:
             result = ServiceResult.CREATED

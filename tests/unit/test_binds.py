@@ -10,6 +10,7 @@ or stops containers depends on the binds, so the host can always be brought down
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from osctl.domain.manifest import parse_manifest
 from osctl.domain.settings import Settings
 from osctl.errors import ManifestError, UsageError
 from osctl.models.services import ServicesState
-from osctl.operations import serviceset, services
+from osctl.operations import services, serviceset
 from osctl.operations.supervisor import Policy, Supervisor
 from tests.support.fake_engine import FakeEngine, store_version
 
@@ -167,9 +168,11 @@ def test_the_supervisor_does_not_restart_a_container_through_a_swapped_bind(root
     assert fake.status_of("victim") == "running"
     swap_for_link(root, tmp_path / "outside")
     sup._on_event(fake, fake.exit(fake.id_of("victim"), 137))  # type: ignore[arg-type]
-    for _ in range(3):
+    for _ in range(50):  # restarts are due after a backoff of 10 ms, with jitter
+        time.sleep(0.02)
         sup._restart_due(fake)  # type: ignore[arg-type]
-        sup.reconcile(fake)  # type: ignore[arg-type]
+        if sup.status.services["victim"].failed:
+            break
     record = sup.status.services["victim"]
     assert fake.status_of("victim") == "exited" and fake.started.count("victim") == 1
     assert record.failed and "bind source /data leads outside the host root" in (record.last_failure or "")
@@ -205,3 +208,16 @@ def test_a_symbolic_link_loop_is_refused_in_words(root: Path) -> None:
     with pytest.raises(UsageError) as caught:
         binds.resolve_now(root, str(root.resolve() / "loop"))
     assert caught.value.message.startswith("bind source /loop cannot be resolved")
+
+
+def test_an_extra_service_of_the_host_counts_as_a_service_of_the_version(root: Path) -> None:
+    (root / "etc/osctl").mkdir(parents=True)
+    (root / "etc/osctl/config.yaml").write_text(
+        "services:\n  backup: {image: 'example.org/backup:1', command: [/bin/sh], volumes: ['/:/host']}\n")
+    sset = stored(root, manifest(VICTIM, OTHER))
+    assert sset.unsafe["backup"].startswith("read-write bind of / contains the bind source of victim /data")
+    fake = FakeEngine()
+    with pytest.raises(serviceset.ServicesFailed) as caught:
+        serviceset.up(fake, sset)  # type: ignore[arg-type]
+    assert [o.service for o in caught.value.outcomes if not o.ok] == ["backup"]
+    assert fake.status_of("victim") == "running"
