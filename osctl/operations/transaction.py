@@ -298,7 +298,16 @@ def _roll_back(settings: Settings, engine: Engine, txn: Transaction, events: Eve
     if txn.from_version and txn.kind != "stage":
         old = serviceset.load_service_set(settings.host_id, settings.root, txn.from_version)
         state = servicestate.read_services(settings.root)
-        serviceset.up(engine, old, skip=skipped(state), wait_healthy=False, events=events)
+        _up_as_far_as_it_goes(engine, old, skipped(state), events)
+
+
+def _up_as_far_as_it_goes(engine: Engine, sset: serviceset.ServiceSet, skip: Skip, events: Events) -> None:
+    """Bring a set back up after a rollback or a crash: a service of it that cannot start (its
+    outcome event says why; a bind that now leads outside the root, say) must not keep the
+    transaction open, or every later command would fail in its recovery, and the host could
+    never be swapped away from that version."""
+    with contextlib.suppress(serviceset.ServicesFailed):
+        serviceset.up(engine, sset, skip=skip, wait_healthy=False, events=events)
 
 
 def recover(settings: Settings, engine: Engine, events: Events = ignore) -> str | None:
@@ -325,7 +334,7 @@ def recover(settings: Settings, engine: Engine, events: Events = ignore) -> str 
         new = serviceset.load_service_set(settings.host_id, settings.root, txn.to_version)
         state = servicestate.read_services(settings.root)
         make_current(settings.root, services=state.model_copy(update={"version": txn.to_version, "desired": "up"}))
-        serviceset.up(engine, new, skip=skipped(state), wait_healthy=False, events=events)
+        _up_as_far_as_it_goes(engine, new, skipped(state), events)
         journal.finish(txn, "committed", f"completed after an interruption at {txn.step}", recovered=True)
         return f"completed the interrupted {txn.kind} to {txn.to_version} (it had committed)"
     _roll_back(settings, engine, txn, events)

@@ -41,6 +41,12 @@ KEEPER = """\
     command: ["/bin/sleep", "3600"]
     network_mode: none
 """
+DOOMED = """\
+  doomed:
+    command: ["/bin/sh", "-c", "exit 3"]
+    oneshot: true
+    network_mode: none
+"""
 ATTACKER = """\
   attacker:
     command: ["/bin/sh", "-c", "rm -rf /r/data && ln -s /etc /r/data; exec sleep 3600"]
@@ -117,12 +123,20 @@ def test_a_host_with_a_swapped_bind_can_be_booted_and_swapped_away_from(
 ) -> None:
     host = victim_host
     publish("v1.6", manifest(KEEPER))  # the same repository: a version without the victim
+    publish("v1.7", manifest(KEEPER, DOOMED))  # and one that fails
     swap_data_for_etc(host)
     docker_client.containers.get(f"osctl-{host.host_id}-victim-v1.5").kill()
 
     booted = host.osctl("boot")
     assert booted.returncode == 1
     assert f"service victim failed: bind source /data {OUTSIDE}" in error_line(booted)
+    assert running(docker_client, host, "keeper") and not running(docker_client, host, "victim")
+
+    # A failed upgrade rolls back to the escaped version: its victim cannot start again, and that
+    # must not leave the transaction open (every later command would fail at its recovery).
+    failed = host.osctl("upgrade", "--to", "v1.7")
+    assert failed.returncode == 1, failed.stderr
+    assert error_line(failed).startswith("error: v1.7 rolled back: service doomed failed: exited with code 3")
     assert running(docker_client, host, "keeper") and not running(docker_client, host, "victim")
 
     ok(host.osctl("upgrade", "--to", "v1.6"))
