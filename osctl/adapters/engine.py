@@ -318,6 +318,7 @@ class Engine:
             status=state.get("Status", "?"), running=bool(state.get("Running")), exit_code=int(state.get("ExitCode") or 0),
             started_at=state.get("StartedAt", ""), finished_at=state.get("FinishedAt", ""), health=health,
             image=attrs.get("Image", ""), restart_count=int(attrs.get("RestartCount") or 0),
+            binds=tuple(m.get("Source", "") for m in attrs.get("Mounts") or [] if m.get("Type") == "bind"),
         )
 
     def wait(self, container_id: str, timeout: float) -> int | None:

@@ -1,6 +1,10 @@
 """From a version's manifest to the exact containers the engine must run for one host.
 
-Pure: no engine, no files. The spec hash (a label on each container) is what lets ``up`` leave
+Pure: no engine, no files (the root is resolved, nothing under it). A bind's source is the host
+path joined to the root as written: its symbolic links are resolved immediately before each
+create and start (``osctl.domain.binds``), never here, so that loading a version's set (to
+list it, stop it or swap away from it) never depends on what the paths under the root look
+like now. The spec hash (a label on each container) is what lets ``up`` leave
 an unchanged service running and recreate a changed one, like compose's config hash.
 """
 
@@ -13,7 +17,6 @@ from pathlib import Path
 
 from osctl.constants import LABEL_SPEC_HASH
 from osctl.domain.naming import container_name, service_labels, volume_labels, volume_name
-from osctl.domain.hostfiles import under_root
 from osctl.models.engine import ContainerSpec, Mount, Probe
 from osctl.models.manifest import ServiceSpec
 
@@ -26,13 +29,15 @@ def container_spec(host_id: str, root: Path, version: str, name: str, service: S
     the store recorded, so a container runs exactly what was stored, whatever a tag says now.
     """
     mounts, vol_labels = [], {}
+    base = root.resolve()
     for vol in service.volumes:
         if vol.is_named:
             engine_name = volume_name(host_id, vol.source)
             mounts.append(Mount(engine_name, vol.target, vol.read_only, volume=True))
             vol_labels[engine_name] = volume_labels(host_id, vol.source)
         else:
-            mounts.append(Mount(str(under_root(root, vol.source)), vol.target, vol.read_only, volume=False))
+            host_path = base.joinpath(*vol.host_path.parts[1:])
+            mounts.append(Mount(str(host_path), vol.target, vol.read_only, volume=False))
     probe = None
     if service.healthcheck is not None:
         hc = service.healthcheck

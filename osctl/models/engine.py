@@ -111,6 +111,7 @@ class ContainerState:
     health: str | None  # starting | healthy | unhealthy | None without a probe
     image: str
     restart_count: int = 0
+    binds: tuple[str, ...] = ()  # host paths bound into it, as the engine will mount them at start
 
     @property
     def exited_ok(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
@@ -19,6 +20,10 @@ from osctl.models.version import validate_version_tag
 
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+# Where the engine mounts its own file systems: a volume there fails at start (a runc error) or
+# hides what the container needs; refused when the manifest is checked instead.
+ENGINE_OWNED = ("/proc", "/sys", "/dev")
 
 Condition = Literal["service_started", "service_healthy", "service_completed_successfully"]
 
@@ -38,6 +43,22 @@ def _absolute(path: str) -> str:
         raise ValueError(f"{path!r} must be an absolute path inside the image")
     if ".." in path.split("/"):
         raise ValueError(f"{path!r} must not contain '..'")
+    return path
+
+
+def normal_path(path: str) -> PurePosixPath:
+    """An absolute path with ``//`` and ``.`` folded away (``//proc/./x`` is ``/proc/x``)."""
+    return PurePosixPath("/", *(part for part in path.split("/") if part not in ("", ".")))
+
+
+def _mount_target(path: str) -> str:
+    _absolute(path)
+    target = normal_path(path)
+    if target == PurePosixPath("/"):
+        raise ValueError(f"{path!r}: nothing can be mounted over the container's root")
+    for owned in map(PurePosixPath, ENGINE_OWNED):
+        if target == owned or owned in target.parents:
+            raise ValueError(f"{path!r}: nothing can be mounted on or under {owned} (the engine mounts it)")
     return path
 
 
@@ -107,6 +128,11 @@ class VolumeMount(StrictModel):
     def is_named(self) -> bool:
         return not self.source.startswith("/")
 
+    @property
+    def host_path(self) -> PurePosixPath:
+        """A bind's source as the host sees it, normalized (only for a bind: not ``is_named``)."""
+        return normal_path(self.source)
+
     @classmethod
     def parse(cls, spec: object) -> object:
         if not isinstance(spec, str):
@@ -123,7 +149,7 @@ class VolumeMount(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> VolumeMount:
-        _absolute(self.target)
+        _mount_target(self.target)
         if self.source.startswith("/"):
             _absolute(self.source)
         elif not VOLUME_NAME.fullmatch(self.source):
@@ -183,7 +209,7 @@ class ServiceSpec(StrictModel):
             raise ValueError('a oneshot service cannot use restart: always (use "no" or on-failure)')
         if self.oneshot and self.healthcheck is not None:
             raise ValueError("a oneshot service has no healthcheck: it succeeds by exiting 0")
-        targets = [v.target for v in self.volumes]
+        targets = [str(normal_path(v.target)) for v in self.volumes]
         for target in targets:
             if targets.count(target) > 1:
                 raise ValueError(f"two volumes are mounted at {target}")

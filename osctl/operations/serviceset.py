@@ -7,7 +7,9 @@ depends on is ready, independent services in parallel. ``service_started`` waits
 container to run, ``service_healthy`` for its probe to pass (osctl runs the probe itself, so
 nothing waits out the engine's interval), ``service_completed_successfully`` for a one-shot to
 exit 0. A service whose dependency failed is not started. Named volumes are never removed.
-``down`` stops in the reverse order.
+``down`` stops in the reverse order. Bind sources are resolved immediately before each create
+and each start (``create_container``, ``start_container``); ``down`` and ``observe`` resolve
+nothing, so a host whose bind now leads outside its root can still be listed and stopped.
 """
 
 from __future__ import annotations
@@ -16,20 +18,20 @@ import enum
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
 from osctl.adapters.engine import Engine
 from osctl.constants import CONFIG_FILE, LABEL_ROLE, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_VERSION, ROLE_SERVICE
-from osctl.domain import servicegraph
+from osctl.domain import binds, servicegraph
 from osctl.domain.containerspec import container_spec
 from osctl.domain.manifest import parse_manifest
 from osctl.domain.naming import host_labels
 from osctl.domain.servicemerge import merge_services
 from osctl.domain.settings import read_settings_file
 from osctl.domain.store import Store
-from osctl.errors import NotFoundError, OsctlError, ServiceFailed
+from osctl.errors import NotFoundError, OsctlError, ServiceFailed, UsageError
 from osctl.models.engine import ContainerSpec, ContainerState
 from osctl.models.events import Events, ServiceOutcome, ServiceResult, SkipReason, ignore
 from osctl.models.manifest import ReleaseManifest
@@ -48,6 +50,8 @@ class ServiceSet:
     version: str
     manifest: ReleaseManifest
     specs: dict[str, ContainerSpec]
+    root: Path  # where bind sources must stay, at every create and start
+    unsafe: dict[str, str] = field(default_factory=dict)  # services refused a start, and why
 
     def depends_on(self, name: str) -> dict[str, str]:
         return {dep: rule.condition for dep, rule in self.manifest.services[name].depends_on.items()}
@@ -84,7 +88,9 @@ def load_service_set(host_id: str, root: Path, version: str) -> ServiceSet:
     if record is None:
         raise NotFoundError(f"{version} is not stored on this host", hint=f"osctl pull {version}")
     path = Store(root).version_dir(version) / "release.yaml"
-    manifest = parse_manifest(path.read_bytes(), str(path), expected_version=version)
+    # Binds were checked when the version was stored; one stored before today's bind rules is
+    # still loaded (``unsafe`` refuses to start what breaks them), so the host stays manageable.
+    manifest = parse_manifest(path.read_bytes(), str(path), expected_version=version, check_binds=False)
     extra = read_settings_file(root).services
     if extra:
         merged = merge_services(manifest.services, extra, str(root / CONFIG_FILE))
@@ -95,7 +101,7 @@ def load_service_set(host_id: str, root: Path, version: str) -> ServiceSet:
             image_ids.setdefault(svc.image, svc.image)
     specs = {name: container_spec(host_id, root, version, name, svc, image_ids)
              for name, svc in manifest.services.items()}
-    return ServiceSet(host_id, version, manifest, specs)
+    return ServiceSet(host_id, version, manifest, specs, root, binds.conflicts(manifest.services))
 
 
 def stored_manifest(host_id: str, root: Path, version: str | None) -> ReleaseManifest | None:
@@ -103,6 +109,33 @@ def stored_manifest(host_id: str, root: Path, version: str | None) -> ReleaseMan
     if not version or Store(root).get(version) is None:
         return None
     return load_service_set(host_id, root, version).manifest
+
+
+def create_container(engine: Engine, sset: ServiceSet, name: str) -> str:
+    """Create ``name``'s container with its bind sources resolved now, inside the root."""
+    _refuse_unsafe(sset, name)
+    spec = sset.specs[name]
+    if not spec.image.startswith("sha256:") and engine.image(spec.image) is None:
+        engine.pull(spec.image)  # an extra service's image, named by the host's settings
+    mounts = [m if m.volume else replace(m, source=binds.resolve_now(sset.root, m.source)) for m in spec.mounts]
+    return engine.create(replace(spec, mounts=mounts))
+
+
+def start_container(engine: Engine, sset: ServiceSet, name: str, container_id: str) -> None:
+    """Start ``name``'s existing container once every path it binds, resolved now, is inside the
+    root: the engine follows symbolic links again at each start, and a link may have been swapped
+    in since the container was created."""
+    _refuse_unsafe(sset, name)
+    state = engine.inspect(container_id)
+    for source in state.binds if state is not None else ():
+        binds.resolve_now(sset.root, source)
+    engine.start(container_id)
+
+
+def _refuse_unsafe(sset: ServiceSet, name: str) -> None:
+    if name in sset.unsafe:
+        raise UsageError(f"not started: {sset.unsafe[name]}", hint="this version breaks the bind rules of "
+                         "docs/image-format.md; switch to another version")
 
 
 def observe(engine: Engine, host_id: str, version: str) -> dict[str, ContainerState]:
@@ -239,9 +272,7 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, curr
         engine.stop_and_remove(current.id, STOP_TIMEOUT)
         current, result = None, ServiceResult.RECREATED
     if current is None:
-        if not spec.image.startswith("sha256:") and engine.image(spec.image) is None:
-            engine.pull(spec.image)  # an extra service's image, named by the host's settings
-        container_id = engine.create(spec)
+        container_id = create_container(engine, sset, name)
         if result is ServiceResult.UNCHANGED:
             result = ServiceResult.CREATED
     else:
@@ -251,7 +282,7 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, curr
         progress.completed[name].set()
         return ServiceOutcome(name, ServiceResult.COMPLETED, "already completed")
     if current is None or not current.running:
-        engine.start(container_id)
+        start_container(engine, sset, name, container_id)
         if result is ServiceResult.UNCHANGED:
             result = ServiceResult.STARTED
     progress.started[name].set()

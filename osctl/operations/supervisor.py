@@ -372,7 +372,7 @@ class Supervisor:
                 self._expected[current.id] = True
                 engine.stop(current.id, serviceset.STOP_TIMEOUT)  # unhealthy: a clean restart
             if current is not None:
-                engine.start(current.id)
+                serviceset.start_container(engine, sset, name, current.id)
             else:
                 serviceset.up(engine, sset, skip=self._leave_alone(state), wait_healthy=False, timeout=30.0)
         except OsctlError as exc:

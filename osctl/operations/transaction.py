@@ -11,6 +11,7 @@ Commit is the boot pointer's atomic rename; after it, a crash rolls forward.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -20,6 +21,7 @@ from osctl.adapters.registry import Registry
 from osctl.domain import bootpointer, servicegraph, servicestate
 from osctl.domain.current import make_current
 from osctl.domain.journal import Journal, crash_point
+from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import OsctlError, ServiceFailed, StateError, UsageError
@@ -154,6 +156,7 @@ def run(settings: Settings, engine: Engine, plan: Plan, *, health_timeout: float
         if plan.to_version == now and not plan.stage:
             return Outcome(plan, "nothing-to-do", f"{plan.to_version} is already running", time.monotonic() - started)
         journal = Journal(settings.root)
+        volumes_before = _volume_names(engine, settings.host_id)
         txn = journal.begin("stage" if plan.stage else plan.kind, plan.from_version, plan.to_version)
         try:
             return _run(settings, engine, plan, journal, txn, health_timeout, force, tries, events, started)
@@ -166,7 +169,10 @@ def run(settings: Settings, engine: Engine, plan: Plan, *, health_timeout: float
                 journal.finish(txn, "aborted", reason)
                 raise
             events(StepEvent(Step.ROLLBACK, reason))
+            ran = _ran(engine, settings.host_id, plan.to_version)  # asked before the attempt's containers go
             _roll_back(settings, engine, txn, events)
+            if ran is not None:
+                _drop_new_volumes(settings, engine, plan.to_version, volumes_before, ran)
             journal.finish(txn, "rolled-back", reason)
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -229,15 +235,45 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
     return Outcome(plan, "committed", None, time.monotonic() - started, downtime)
 
 
+def _volume_names(engine: Engine, host_id: str) -> set[str]:
+    return {volume.name for volume in engine.volumes(host_labels(host_id))}
+
+
+def _ran(engine: Engine, host_id: str, version: str) -> set[str] | None:
+    """The services of ``version`` whose container ever started; None when the engine cannot say."""
+    try:
+        observed = serviceset.observe(engine, host_id, version)
+    except OsctlError:
+        return None
+    return {name for name, state in observed.items() if state.started is not None}
+
+
+def _drop_new_volumes(settings: Settings, engine: Engine, version: str, before: set[str], ran: set[str]) -> None:
+    """After a failed attempt, remove the named volumes it created that no service of it ran
+    with: nothing can be in them but what the image brought. A volume that existed before the
+    attempt, or one that a service of it ran with (it may hold data), always stays."""
+    try:
+        specs = serviceset.load_service_set(settings.host_id, settings.root, version).specs
+    except OsctlError:
+        return  # not knowing who used what, keep everything
+    used = {m.source for name in ran if name in specs for m in specs[name].mounts if m.volume}
+    for name in sorted(_volume_names(engine, settings.host_id) - before - used):
+        with contextlib.suppress(OsctlError):  # e.g. in use by the set that runs again: it stays
+            engine.remove_volume(name)
+
+
 def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
     """Create the new set's containers (not started), so the swap itself only starts them."""
     observed = serviceset.observe(engine, sset.host_id, sset.version)
-    for name, spec in sset.specs.items():
+    for name in sset.specs:
         current = observed.get(name)
         if current is not None:  # from an earlier, failed attempt: start clean
             engine.stop_and_remove(current.id, serviceset.STOP_TIMEOUT)
         if name not in skip:
-            engine.create(spec)
+            # One that cannot be created (a bind leading outside the root) is left to ``up``,
+            # which fails that service, by name, with the reason.
+            with contextlib.suppress(UsageError):
+                serviceset.create_container(engine, sset, name)
 
 
 def _health_gate(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
@@ -262,7 +298,16 @@ def _roll_back(settings: Settings, engine: Engine, txn: Transaction, events: Eve
     if txn.from_version and txn.kind != "stage":
         old = serviceset.load_service_set(settings.host_id, settings.root, txn.from_version)
         state = servicestate.read_services(settings.root)
-        serviceset.up(engine, old, skip=skipped(state), wait_healthy=False, events=events)
+        _up_as_far_as_it_goes(engine, old, skipped(state), events)
+
+
+def _up_as_far_as_it_goes(engine: Engine, sset: serviceset.ServiceSet, skip: Skip, events: Events) -> None:
+    """Bring a set back up after a rollback or a crash: a service of it that cannot start (its
+    outcome event says why; a bind that now leads outside the root, say) must not keep the
+    transaction open, or every later command would fail in its recovery, and the host could
+    never be swapped away from that version."""
+    with contextlib.suppress(serviceset.ServicesFailed):
+        serviceset.up(engine, sset, skip=skip, wait_healthy=False, events=events)
 
 
 def recover(settings: Settings, engine: Engine, events: Events = ignore) -> str | None:
@@ -289,7 +334,7 @@ def recover(settings: Settings, engine: Engine, events: Events = ignore) -> str 
         new = serviceset.load_service_set(settings.host_id, settings.root, txn.to_version)
         state = servicestate.read_services(settings.root)
         make_current(settings.root, services=state.model_copy(update={"version": txn.to_version, "desired": "up"}))
-        serviceset.up(engine, new, skip=skipped(state), wait_healthy=False, events=events)
+        _up_as_far_as_it_goes(engine, new, skipped(state), events)
         journal.finish(txn, "committed", f"completed after an interruption at {txn.step}", recovered=True)
         return f"completed the interrupted {txn.kind} to {txn.to_version} (it had committed)"
     _roll_back(settings, engine, txn, events)

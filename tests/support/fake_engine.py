@@ -102,7 +102,8 @@ class FakeEngine:
                 return None
             return ContainerState(id=c.id, name=c.spec.name, labels=dict(c.spec.labels), status=c.status,
                                   running=c.status == "running", exit_code=c.exit_code, started_at=c.started_at,
-                                  finished_at=c.finished_at, health=None, image=c.spec.image)
+                                  finished_at=c.finished_at, health=None, image=c.spec.image,
+                                  binds=tuple(m.source for m in c.spec.mounts if not m.volume))
 
     def create(self, spec: ContainerSpec) -> str:
         with self._lock:
