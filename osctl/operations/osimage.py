@@ -38,8 +38,12 @@ class OsImageReport:
 
 
 def validate_manifest_file(path: Path) -> ReleaseManifest:
-    """Validate a release manifest on disk, as an image builder would before building."""
-    text = fsutil.read_text(path)
+    """Validate a release manifest on disk, as an image builder would before building.
+
+    Read as bytes, like the manifest in an image: text that is not UTF-8 is then the same
+    invalid manifest (exit 2) from a file as from an image.
+    """
+    text = fsutil.read_bytes(path)
     if text is None:
         raise UsageError(f"{path} does not exist")
     return parse_manifest(text, str(path))
