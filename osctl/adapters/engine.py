@@ -251,7 +251,7 @@ class Engine:
             if member is None or not member.issym():
                 return content
             current = posixpath.normpath(posixpath.join(posixpath.dirname(current), member.linkname))
-        raise ImageFileError(path, "symlink loop in the image")
+        raise ImageFileError(path, f"more than {_MAX_LINKS} symbolic links in a row in the image")
 
     # -- containers and volumes ------------------------------------------------------------
     def containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
