@@ -11,7 +11,8 @@ This module is a leaf: it imports nothing from osctl, so every layer may raise t
     │   ├── DocumentError           exit 2  a document failed validation (carries every issue)
     │   │   ├── ConfigError         exit 2  a settings file or user data is invalid
     │   │   └── ManifestError       exit 2  a release manifest (or the OS image carrying it) is invalid
-    │   └── NotFoundError           exit 2  a named thing (version, image, service) does not exist
+    │   ├── NotFoundError           exit 2  a named thing (version, image, service) does not exist
+    │   └── ImageFileError          exit 2  a file in an image cannot be read: a symlink loop, too large
     ├── EngineUnavailable           exit 3  no Docker engine answers at the configured address
     ├── EngineError                 exit 1  the engine answered with an error
     ├── RegistryUnavailable         exit 4  the registry cannot be reached
@@ -113,6 +114,19 @@ class ManifestError(DocumentError):
 
 class NotFoundError(UsageError):
     """A version, image or service named by the user does not exist."""
+
+
+class ImageFileError(UsageError):
+    """A file osctl reads out of an image is a symlink loop or too large to hold.
+
+    Raised with the path inside the image; the caller, who knows which key named that path
+    (``boot.kernel``), says so.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
 
 
 class EngineUnavailable(OsctlError):

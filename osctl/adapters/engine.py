@@ -27,7 +27,7 @@ import requests.exceptions
 from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from osctl.constants import DEFAULT_DOCKER_HOST, LABEL_ROLE, ROLE_HELPER, SETUP_COMMAND
-from osctl.errors import EngineError, EngineUnavailable, NotFoundError, RegistryUnavailable
+from osctl.errors import EngineError, EngineUnavailable, ImageFileError, NotFoundError, RegistryUnavailable
 from osctl.models.engine import (
     ContainerInfo,
     ContainerSpec,
@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 _PROBE_API_VERSION = "1.24"  # the oldest API docker-py speaks; enough for GET /version
 MAX_FILE_BYTES = 64 << 20  # what read_files will hold in memory for one file
+_MAX_LINKS = 8  # symbolic links read_files follows in a row before calling it a loop
+_LOOP_WORDS = ("too many links", "too many levels of symbolic links")  # the engine's words for a loop
+_GO_MODE_SYMLINK = 1 << 27  # the stat header's mode is Go's os.FileMode
+_GO_MODE_TYPE = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)  # not a plain file
 _REGISTRY_DOWN = ("connection refused", "no such host", "i/o timeout", "timeout exceeded", "connection reset")
 
 
@@ -218,30 +222,36 @@ class Engine:
                 api.remove_container(container["Id"], force=True)
         return out
 
-    def _read_one(self, container: str, path: str, depth: int = 0) -> bytes | None:
-        try:
-            stream, _stat = self._docker.api.get_archive(container, path)
-        except docker.errors.NotFound:
-            return None
-        buf, size = io.BytesIO(), 0
-        for chunk in stream:  # always drained, even when too large
-            size += len(chunk)
-            if size <= MAX_FILE_BYTES + 65536:
-                buf.write(chunk)
-        if size > MAX_FILE_BYTES + 65536:
-            raise EngineError(f"{path} in the image is larger than {MAX_FILE_BYTES} bytes")
-        buf.seek(0)
-        with tarfile.open(fileobj=buf) as tar:
-            member = tar.next()
-            if member is None:
+    def _read_one(self, container: str, path: str) -> bytes | None:
+        """One file's content; symbolic links are followed inside the image, at most 8 in a row.
+
+        The engine's stat header (sent before the archive) says what the path is: a directory,
+        a device or a file over ``MAX_FILE_BYTES`` is answered without reading the archive, so
+        a sparse 2 GB "kernel" costs nothing. A response left unread is closed, never left
+        half-read on the client (that would block the next call).
+        """
+        current = path
+        for _ in range(_MAX_LINKS + 1):
+            try:
+                stream, stat = self._docker.api.get_archive(container, current)
+            except docker.errors.NotFound:
                 return None
-            if member.issym() and depth < 8:
-                target = posixpath.normpath(posixpath.join(posixpath.dirname(path), member.linkname))
-                return self._read_one(container, target, depth + 1)
-            if not member.isfile():
+            except docker.errors.APIError as exc:
+                if any(words in _explain(exc) for words in _LOOP_WORDS):  # the engine's own resolution
+                    raise ImageFileError(path, "symlink loop in the image") from None
+                raise
+            mode, size = int((stat or {}).get("mode", 0)), int((stat or {}).get("size", 0))
+            is_file, is_link = not mode & _GO_MODE_TYPE, bool(mode & _GO_MODE_SYMLINK)
+            if not (is_file or is_link) or (is_file and size > MAX_FILE_BYTES):
+                stream.close()  # unstarted: this drops the only reference to the response, which closes it
+                if is_file:
+                    raise ImageFileError(path, f"larger than {MAX_FILE_BYTES >> 20} MiB")
                 return None
-            handle = tar.extractfile(member)
-            return handle.read() if handle is not None else None
+            member, content = _first_entry(stream, path)
+            if member is None or not member.issym():
+                return content
+            current = posixpath.normpath(posixpath.join(posixpath.dirname(current), member.linkname))
+        raise ImageFileError(path, f"more than {_MAX_LINKS} symbolic links in a row in the image")
 
     # -- containers and volumes ------------------------------------------------------------
     def containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
@@ -492,6 +502,28 @@ def _pull_error(ref: str, exc: BaseException) -> BaseException:
     if isinstance(exc, EngineError) and text.startswith("pulling "):
         return exc
     return EngineError(f"pulling {ref}: {text}")
+
+
+def _first_entry(stream: Iterator[bytes], path: str) -> tuple[tarfile.TarInfo | None, bytes | None]:
+    """The first entry of an archive stream, and its content when it is a regular file.
+
+    The stream is always read to its end, even past the size limit (a half-read stream blocks
+    the client's next call); only ``MAX_FILE_BYTES`` of it are kept.
+    """
+    buf, received = io.BytesIO(), 0
+    for chunk in stream:
+        received += len(chunk)
+        if received <= MAX_FILE_BYTES + 65536:
+            buf.write(chunk)
+    if received > MAX_FILE_BYTES + 65536:
+        raise ImageFileError(path, f"larger than {MAX_FILE_BYTES >> 20} MiB")
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        member = tar.next()
+        if member is None or not member.isfile():
+            return member, None
+        handle = tar.extractfile(member)
+        return member, handle.read() if handle is not None else None
 
 
 def _explain(exc: docker.errors.APIError) -> str:

@@ -9,7 +9,6 @@ list of ``Issue`` objects, raised as one ``DocumentError`` subclass.
 from __future__ import annotations
 
 import difflib
-import io
 import re
 import warnings
 from collections.abc import Callable, Iterable
@@ -23,7 +22,6 @@ from osctl.errors import DocumentError, Issue
 M = TypeVar("M", bound=BaseModel)
 
 MAX_DOCUMENT_BYTES = 1 << 20  # a manifest or settings file is small; refuse absurd input early
-MAX_VALUES = 1_000_000  # values a document may have once its YAML aliases are expanded
 
 
 class ParsedYaml:
@@ -31,7 +29,7 @@ class ParsedYaml:
 
     def __init__(self, tree: Any) -> None:
         self.tree = tree
-        self.data = _plain(tree, [MAX_VALUES])
+        self.data = _plain(tree)
 
     def locate(self, loc: Iterable[object]) -> tuple[str, int | None, int | None]:
         """Dotted path, line and column (1-based) of the deepest part of ``loc`` in the text."""
@@ -52,20 +50,16 @@ class ParsedYaml:
         return ".".join(parts), line + 1, column + 1
 
 
-def _plain(node: Any, budget: list[int]) -> Any:
+def _plain(node: Any) -> Any:
     """ruamel's comment-keeping containers and scalar subclasses, as plain Python values.
 
-    An alias shares a node, and copying it out expands it: ten nested lists of ten aliases
-    would become 10^10 values. ``budget`` bounds the values produced, so such a document is
-    refused instead of exhausting the machine.
+    An alias shares a node, and copying it out expands it: ``yamlbounds`` has bounded that
+    expansion before the tree was built.
     """
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise _TooManyValues
     if isinstance(node, dict):
-        return {_plain(k, budget): _plain(v, budget) for k, v in node.items()}
+        return {_plain(k): _plain(v) for k, v in node.items()}
     if isinstance(node, list):
-        return [_plain(v, budget) for v in node]
+        return [_plain(v) for v in node]
     if isinstance(node, bool) or node is None:
         return node
     for kind in (str, int, float):
@@ -74,15 +68,15 @@ def _plain(node: Any, budget: list[int]) -> Any:
     return node
 
 
-class _TooManyValues(Exception):
-    pass
-
-
 _DUPLICATE = re.compile(r'(found duplicate key "[^"]*") with value .*')
 
 
-def parse_yaml(text: str | bytes, source: str, error: type[DocumentError]) -> ParsedYaml:
-    """Parse YAML 1.2 text; syntax errors become an ``error`` with the position of the problem."""
+def parse_yaml(text: str | bytes, source: str, error: type[DocumentError], *, binary: bool = False) -> ParsedYaml:
+    """Parse YAML 1.2 text; syntax errors become an ``error`` with the position of the problem.
+
+    The text's size, its size once YAML aliases are expanded, and its tags are bounded before
+    anything is built (``yamlbounds``); ``binary`` allows ``!!binary`` values (user data).
+    """
     if isinstance(text, bytes):
         if len(text) > MAX_DOCUMENT_BYTES:
             raise error(source, [Issue("", f"larger than {MAX_DOCUMENT_BYTES} bytes")])
@@ -92,13 +86,14 @@ def parse_yaml(text: str | bytes, source: str, error: type[DocumentError]) -> Pa
             raise error(source, [Issue("", f"not UTF-8 text (byte {exc.start})")]) from None
     if len(text) > MAX_DOCUMENT_BYTES:
         raise error(source, [Issue("", f"larger than {MAX_DOCUMENT_BYTES} bytes")])
-    from ruamel.yaml import YAML  # the parser proper is only needed when there is text to parse
+    from osctl.domain import yamlbounds  # the parser proper is only needed when there is text to parse
 
-    yaml = YAML(typ="rt")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tree = yaml.load(io.StringIO(text))
+            tree = yamlbounds.load(text, binary=binary)
+    except yamlbounds.Refused as exc:
+        raise error(source, [exc.issue]) from None
     except RecursionError:
         raise error(source, [Issue("", "nested too deeply")]) from None
     except Exception as exc:  # ruamel raises many types; all mean "this is not valid YAML"
@@ -111,8 +106,6 @@ def parse_yaml(text: str | bytes, source: str, error: type[DocumentError]) -> Pa
         raise error(source, [Issue("", f"not valid YAML: {problem}", line, column)]) from None
     try:
         return ParsedYaml(tree)
-    except _TooManyValues:
-        raise error(source, [Issue("", f"YAML aliases expand to more than {MAX_VALUES} values")]) from None
     except RecursionError:
         raise error(source, [Issue("", "nested too deeply")]) from None
 

@@ -374,7 +374,7 @@ class _Parser:
 
     def cloud_config(self, payload: bytes, label: str) -> None:
         try:
-            parsed = documents.parse_yaml(payload, label, UserDataError)
+            parsed = documents.parse_yaml(payload, label, UserDataError, binary=True)
         except UserDataError as exc:
             for issue in exc.issues:
                 self.error(label, issue)

@@ -14,6 +14,18 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+class DocumentModel(StrictModel):
+    """A model of a YAML document people write (manifest, settings, user data): values keep their type.
+
+    Lax validation would turn bytes (``!!binary``, which user data may hold) into a string,
+    a set into a list and ``"3"`` into a number: a value of the wrong type is an error instead,
+    so what osctl uses is what the author wrote. Conversions that are meant (a command string
+    split into words, a duration string) are explicit validators.
+    """
+
+    model_config = ConfigDict(strict=True)
+
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 

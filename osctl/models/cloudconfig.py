@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, WrapValidator, field_validator, model_validator
 
-from osctl.models.base import StrictModel
+from osctl.models.base import DocumentModel
 from osctl.models.settings import HostSettings
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -42,7 +42,7 @@ GZIP_ENCODINGS = frozenset({"gz", "gzip"})
 GZIP_BASE64_ENCODINGS = frozenset({"gz+b64", "gz+base64", "gzip+b64", "gzip+base64"})
 
 
-class CloudModel(StrictModel):
+class CloudModel(DocumentModel):
     """Strict types too: cloud-init's JSON schema accepts no ``1`` for a boolean or a string."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True)

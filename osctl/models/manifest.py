@@ -14,12 +14,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from osctl.models.base import Duration, StrictModel
+from osctl.models.base import DocumentModel, Duration
 from osctl.models.refs import IMAGE_REF
 from osctl.models.version import validate_version_tag
 
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # POSIX: what a shell can name as $NAME
 
 # Where the engine mounts its own file systems: a volume there fails at start (a runc error) or
 # hides what the container needs; refused when the manifest is checked instead.
@@ -66,7 +67,7 @@ Argv = Annotated[list[str], BeforeValidator(_argv)]
 AbsPath = Annotated[str, AfterValidator(_absolute)]
 
 
-class HealthCheck(StrictModel):
+class HealthCheck(DocumentModel):
     """A probe osctl (and the engine) runs inside the container to decide it is healthy."""
 
     test: Argv = Field(description='["CMD", arg...] or ["CMD-SHELL", "shell line"]')
@@ -93,7 +94,7 @@ class HealthCheck(StrictModel):
         return value
 
 
-class Dependency(StrictModel):
+class Dependency(DocumentModel):
     """What a service waits for before it starts."""
 
     condition: Condition = "service_started"
@@ -113,7 +114,7 @@ def _depends_on(value: object) -> object:
     return value
 
 
-class VolumeMount(StrictModel):
+class VolumeMount(DocumentModel):
     """``name:/path[:ro]`` (a host-owned named volume) or ``/host/path:/path[:ro]``.
 
     Named volumes belong to the host, not to a version, so data survives upgrades. Host paths
@@ -173,7 +174,7 @@ def _restart(value: object) -> object:
     return "no" if value is False else value
 
 
-class ServiceSpec(StrictModel):
+class ServiceSpec(DocumentModel):
     """One system service: a long-running container, or a one-shot run to completion."""
 
     image: str | None = Field(default=None, description="default: the OS image itself")
@@ -199,8 +200,10 @@ class ServiceSpec(StrictModel):
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not name or "=" in name or "\0" in name:
-                raise ValueError(f"{name!r} is not an environment variable name")
+            if not ENV_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not an environment variable name (letters, digits and '_', not first a digit)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -223,7 +226,7 @@ class ServiceSpec(StrictModel):
         return "no" if self.oneshot else "always"
 
 
-class BootSpec(StrictModel):
+class BootSpec(DocumentModel):
     """The boot artifacts the boot loader needs, as paths inside the OS image."""
 
     kernel: AbsPath
@@ -242,7 +245,7 @@ def _service_name(name: str) -> str:
     return name
 
 
-class ReleaseManifest(StrictModel):
+class ReleaseManifest(DocumentModel):
     """Everything osctl needs to know about one OS version."""
 
     version: Annotated[str, AfterValidator(validate_version_tag)]

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
-from osctl.models.base import Duration, StrictModel
+from osctl.models.base import DocumentModel, Duration
 from osctl.models.manifest import ServiceSpec, _service_name
 from osctl.models.refs import validate_etcd_endpoint, validate_group, validate_host_id, validate_repository
 from osctl.models.version import validate_version_tag
@@ -55,7 +55,7 @@ def validate_timezone(value: object) -> str:
     raise ValueError(f"{value!r} is not a time zone (an IANA name such as 'UTC' or 'Europe/Berlin')")
 
 
-class MaintenanceWindow(StrictModel):
+class MaintenanceWindow(DocumentModel):
     """When the host may swap versions on its own: on each of ``days``, from ``start`` (local time
     in ``timezone``) for ``length``. A window may run past midnight: ``days`` names the day it
     opens. ``length`` is elapsed time, so a window over a DST change is still that long (the
@@ -85,7 +85,7 @@ class MaintenanceWindow(StrictModel):
         return length
 
 
-class UpdatePolicy(StrictModel):
+class UpdatePolicy(DocumentModel):
     """How the host takes new versions (the fleet agent applies it)."""
 
     policy: Literal["manual", "download-only", "auto"] = "manual"
@@ -105,7 +105,7 @@ def _distinct_endpoints(value: list[str]) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-class FleetSettings(StrictModel):
+class FleetSettings(DocumentModel):
     """Where the host's fleet coordinates: an etcd cluster, and the host's group in it."""
 
     etcd: Annotated[
@@ -116,14 +116,14 @@ class FleetSettings(StrictModel):
         default="default", description="hosts of one group share a rollout and its concurrency limit")
 
 
-class BootSettings(StrictModel):
+class BootSettings(DocumentModel):
     """How a staged version is tried at boot."""
 
     tries: int = Field(default=3, ge=1, le=100)
     health_timeout: Duration = 120.0
 
 
-class HostSettings(StrictModel):
+class HostSettings(DocumentModel):
     """Keys of the settings file and of the ``osctl:`` user-data section; every one optional."""
 
     host_id: Annotated[str, AfterValidator(validate_host_id)] | None = Field(

@@ -16,7 +16,7 @@ from osctl.adapters.engine import Engine, split_ref
 from osctl.constants import LABEL_OS_VERSION, MANIFEST_PATH
 from osctl.domain.manifest import parse_manifest
 from osctl.domain.naming import host_labels
-from osctl.errors import Issue, ManifestError, NotFoundError, UsageError
+from osctl.errors import ImageFileError, Issue, ManifestError, NotFoundError, UsageError
 from osctl.models.engine import ImageInfo, PullProgress
 from osctl.models.manifest import ReleaseManifest
 from osctl.models.version import try_parse
@@ -38,8 +38,12 @@ class OsImageReport:
 
 
 def validate_manifest_file(path: Path) -> ReleaseManifest:
-    """Validate a release manifest on disk, as an image builder would before building."""
-    text = fsutil.read_text(path)
+    """Validate a release manifest on disk, as an image builder would before building.
+
+    Read as bytes, like the manifest in an image: text that is not UTF-8 is then the same
+    invalid manifest (exit 2) from a file as from an image.
+    """
+    text = fsutil.read_bytes(path)
     if text is None:
         raise UsageError(f"{path} does not exist")
     return parse_manifest(text, str(path))
@@ -74,7 +78,7 @@ def inspect_os_image(
     if tag_is_version and label != tag:
         raise ManifestError(ref, [Issue(f"labels.{LABEL_OS_VERSION}", f"{label!r} differs from the tag {tag!r}")])
 
-    text = engine.read_files(ref, [MANIFEST_PATH], labels=host_labels(host_id))[MANIFEST_PATH]
+    text = _read_files(engine, ref, {"": MANIFEST_PATH}, host_id)[MANIFEST_PATH]
     if text is None:
         raise ManifestError(ref, [Issue("", f"the image has no {MANIFEST_PATH}: this is not an osctl OS image")])
     manifest = parse_manifest(text, f"{ref}:{MANIFEST_PATH}", expected_version=label)
@@ -82,9 +86,19 @@ def inspect_os_image(
     wanted = {"boot.kernel": manifest.boot.kernel}
     if manifest.boot.initrd:
         wanted["boot.initrd"] = manifest.boot.initrd
-    found = engine.read_files(ref, list(wanted.values()), labels=host_labels(host_id))
+    found = _read_files(engine, ref, wanted, host_id)
     missing = [Issue(key, f"{path} is not a file in the image") for key, path in wanted.items() if found[path] is None]
     if missing:
         raise ManifestError(f"{ref}:{MANIFEST_PATH}", missing)
     artifacts = {path: found[path] or b"" for path in wanted.values()}
     return OsImageReport(ref, info, manifest, text, artifacts)
+
+
+def _read_files(engine: Engine, ref: str, wanted: dict[str, str], host_id: str) -> dict[str, bytes | None]:
+    """The files ``wanted`` names (manifest key -> path in the image); a symlink loop or a file
+    too large to hold is reported at the key that named it, as an invalid image (exit 2)."""
+    try:
+        return engine.read_files(ref, list(wanted.values()), labels=host_labels(host_id))
+    except ImageFileError as exc:
+        key = next((k for k, path in wanted.items() if path == exc.path), "")
+        raise ManifestError(f"{ref}:{MANIFEST_PATH}", [Issue(key, exc.problem)]) from None
