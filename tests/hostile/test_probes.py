@@ -4,7 +4,8 @@ The image is hostile the simple way: its service's probe hangs (``sleep 1000`` i
 shell's child being the part that hangs) unless ``/tmp/ok`` exists, and another service waits
 for it to be healthy. ``service up`` gives up on it; the supervisor then starts the dependent
 and waits for the probe, trying it again and again. The engine's own probe interval is an hour,
-so every probe seen in the container is one of osctl's.
+so every probe seen in the container is one of osctl's (the engine's own kills only the shell
+of a timed-out probe, not its child: docs/image-format.md says so to image authors).
 
 What a user would notice: processes piling up in the container, one per try (16 after 30 s),
 and an operator's ``service stop`` that waited 15 s behind the supervisor and failed (exit 5).
