@@ -104,7 +104,8 @@ def _pinned(pids: set[int]) -> Iterator[dict[int, int]]:
 
 def kill_session(leader: int, container_id: str, still_leader: Callable[[], bool]) -> int:
     """SIGKILL the exec process ``leader`` of container ``container_id`` (the full id) and what
-    it started; returns how many processes were signalled (0: nothing could be verified).
+    it started; returns how many processes were signalled (0: nothing could be verified, or
+    osctl may not signal them).
 
     ``still_leader`` is asked once the processes are pinned: True only if the engine still
     reports the exec running with pid ``leader``. Everything is signalled at once, after the
@@ -117,10 +118,16 @@ def kill_session(leader: int, container_id: str, still_leader: Callable[[], bool
         chosen = [fd for pid, fd in fds.items() if _verified(pid, leader, tree, container_id)]
         if leader not in fds or not _verified(leader, leader, tree, container_id) or not still_leader():
             return 0
-        for fd in chosen:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-        return len(chosen)
+        return sum(_kill(fd) for fd in chosen)
+
+
+def _kill(pidfd: int) -> bool:
+    """SIGKILL the pinned process; False when it is already gone or osctl may not (not root)."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        return False
+    return True
 
 
 def _verified(pid: int, leader: int, tree: set[int], container_id: str) -> bool:
