@@ -16,6 +16,7 @@ import logging
 import os
 import posixpath
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,6 +27,7 @@ import docker.errors
 import requests.exceptions
 from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from osctl.adapters import hostprocs
 from osctl.constants import DEFAULT_DOCKER_HOST, LABEL_ROLE, ROLE_HELPER, SETUP_COMMAND
 from osctl.errors import EngineError, EngineUnavailable, ImageFileError, NotFoundError, RegistryUnavailable
 from osctl.models.engine import (
@@ -342,7 +344,13 @@ class Engine:
             raise
 
     def run_probe(self, container_id: str, test: list[str], timeout: float) -> bool:
-        """Run a health check command in the container now; True when it exits 0 in time."""
+        """Run a health check command in the container now; True when it exits 0 in time.
+
+        A probe still running at its timeout is ended with all it started (``_end_probe``): an
+        exec the engine was left running would run on, and a probe that hangs once hangs every
+        time, one more process per try. One that could not be ended is remembered, and no new
+        probe of that container starts while it runs: the answer is False until it ends.
+        """
         if test[0] == "CMD-SHELL":
             argv = ["/bin/sh", "-c", test[1]]
         else:
@@ -350,6 +358,8 @@ class Engine:
         api = self._docker.api
         try:
             with self._translated(f"probing container {container_id[:12]}"):
+                if _UNENDED_PROBES.running(container_id, self._end_probe):
+                    return False
                 exec_id = api.exec_create(container_id, argv, stdout=False, stderr=False)["Id"]
                 api.exec_start(exec_id, detach=True)
                 deadline = time.monotonic() + timeout
@@ -358,10 +368,44 @@ class Engine:
                     if not info.get("Running"):
                         return info.get("ExitCode") == 0
                     if time.monotonic() > deadline:
+                        if not self._end_probe(exec_id):
+                            _UNENDED_PROBES.remember(container_id, exec_id)
                         return False
                     time.sleep(0.02)
         except (EngineError, NotFoundError):
             return False
+
+    def _end_probe(self, exec_id: str) -> bool:
+        """SIGKILL a running exec and its descendants from the host; True once the engine
+        reports it ended (within a second), or it is gone.
+
+        The exec's host pid (``exec_inspect`` -> ``Pid``) leads a session of its own (the
+        runtime starts every exec that way), so a ``/bin/sh -c`` probe's children, the part
+        that usually hangs, are found with it. ``hostprocs.kill_session`` says why signalling
+        a pid from the host cannot reach a stranger.
+        """
+        api = self._docker.api
+        try:
+            info = api.exec_inspect(exec_id)
+        except docker.errors.NotFound:
+            return True
+        pid, container = int(info.get("Pid") or 0), str(info.get("ContainerID") or "")
+        if info.get("Running") and pid > 0:
+
+            def still_leader() -> bool:
+                now = api.exec_inspect(exec_id)
+                return bool(now.get("Running")) and int(now.get("Pid") or 0) == pid
+
+            if hostprocs.kill_session(pid, container, still_leader) == 0:
+                log.info("cannot end the timed-out probe %s (pid %s) from this host", exec_id[:12], pid)
+        for _ in range(50):
+            try:
+                if not api.exec_inspect(exec_id).get("Running"):
+                    return True
+            except docker.errors.NotFound:
+                return True
+            time.sleep(0.02)
+        return False
 
     def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
         """The container's output (stdout and stderr, as written), streamed when following."""
@@ -422,6 +466,36 @@ class Engine:
     def remove_volume(self, name: str) -> None:
         with contextlib.suppress(NotFoundError), self._translated(f"removing volume {name}"):
             self._docker.api.remove_volume(name, force=True)
+
+
+class _UnendedProbes:
+    """Probes (container id -> exec id) that outlived their timeout and could not be ended.
+
+    Process-wide, not per ``Engine``: the supervisor makes a new ``Engine`` at every reconnect,
+    and the exec it could not end is still there. Probes of several containers run side by
+    side (one thread per service), hence the lock.
+    """
+
+    def __init__(self) -> None:
+        self._execs: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, container_id: str, exec_id: str) -> None:
+        with self._lock:
+            self._execs[container_id] = exec_id
+
+    def running(self, container_id: str, end: Callable[[str], bool]) -> bool:
+        """Whether the container's last unended probe still runs, after one more try to end it."""
+        with self._lock:
+            exec_id = self._execs.get(container_id)
+        if exec_id is None or end(exec_id):
+            with self._lock:
+                self._execs.pop(container_id, None)
+            return False
+        return True
+
+
+_UNENDED_PROBES = _UnendedProbes()
 
 
 class EventStream:

@@ -38,6 +38,7 @@ class SkipReason(enum.StrEnum):
     FAILED = "failed"  # the supervisor gave up on it after repeated crashes
     RESTART_PENDING = "restart-pending"  # the supervisor restarts it after its backoff
     DEPENDENCY = "dependency"  # something it depends on did not get ready
+    CHANGED = "changed"  # the host changed while the supervisor waited: it looks again
 
     def describe(self) -> str:
         return _SKIP_WORDS[self]
@@ -50,6 +51,7 @@ _SKIP_WORDS = {
     SkipReason.FAILED: "failed: it kept crashing",
     SkipReason.RESTART_PENDING: "waiting to be restarted",
     SkipReason.DEPENDENCY: "not started: a dependency is not ready",
+    SkipReason.CHANGED: "not started: the host changed meanwhile; the supervisor looks again",
 }
 
 

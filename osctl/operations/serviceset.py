@@ -10,14 +10,22 @@ exit 0. A service whose dependency failed is not started. Named volumes are neve
 ``down`` stops in the reverse order. Bind sources are resolved immediately before each create
 and each start (``create_container``, ``start_container``); ``down`` and ``observe`` resolve
 nothing, so a host whose bind now leads outside its root can still be listed and stopped.
+
+Who holds the host lock: commands hold it around the whole of ``up``. The supervisor does not
+(a wait for health may last long, and an operator's ``service stop`` must not wait behind it):
+it passes a ``guard`` that takes the lock around each change alone; inside it ``up`` checks
+that the containers are still the ones it decided on and waited on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -32,7 +40,7 @@ from osctl.domain.servicemerge import merge_services
 from osctl.domain.settings import read_settings_file
 from osctl.domain.store import Store
 from osctl.errors import NotFoundError, OsctlError, ServiceFailed, UsageError
-from osctl.models.engine import ContainerSpec, ContainerState
+from osctl.models.engine import ContainerInfo, ContainerSpec, ContainerState
 from osctl.models.events import Events, ServiceOutcome, ServiceResult, SkipReason, ignore
 from osctl.models.manifest import ReleaseManifest
 
@@ -40,6 +48,7 @@ HEALTH_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
 Skip = dict[str, SkipReason]  # services not to start, and why
+Guard = Callable[[str], AbstractContextManager[None]]  # held around each change to one service's containers
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,15 @@ class Action(enum.Enum):
     RECREATE = "recreate"  # its spec changed: the old container goes, a new one is made
     KEEP = "keep"  # as specified: started if it is not running
     REMOVE = "remove"  # a container of this version for a service the manifest no longer has
+
+
+class Superseded(Exception):
+    """Raised inside a ``Guard``: what ``up`` decided for a service no longer holds (a command
+    changed the host, or is changing it, while ``up`` waited). The service is skipped."""
+
+    def __init__(self, reason: SkipReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
 
 
 class ServicesFailed(ServiceFailed):
@@ -193,6 +211,7 @@ class _Progress:
         self.completed = {n: threading.Event() for n in names}
         self.failed: dict[str, str] = {}
         self.abandoned = threading.Event()
+        self.containers: dict[str, str] = {}  # service -> the container that met (or meets) its dependents' conditions
 
     def abandon(self) -> None:
         self.abandoned.set()
@@ -216,11 +235,12 @@ class _Progress:
 
 
 def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Events = ignore,
-       wait_healthy: bool = True, timeout: float = HEALTH_TIMEOUT) -> list[ServiceOutcome]:
+       wait_healthy: bool = True, timeout: float = HEALTH_TIMEOUT, guard: Guard | None = None) -> list[ServiceOutcome]:
     """Bring the set up; raise ``ServicesFailed`` (after trying everything) if any failed.
 
     ``skip`` names services not to start (disabled, stopped by the operator) with the reason;
     a skipped service that already runs is left running: stopping it is the operator's call.
+    ``guard``: for a caller that does not hold the host lock meanwhile (see the module's words).
     """
     skip = skip or {}
     names = servicegraph.start_order(sset.manifest.services)
@@ -228,7 +248,9 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
     actions = plan(sset, observed)
     for name, action in actions.items():
         if action is Action.REMOVE:
-            engine.stop_and_remove(observed.pop(name).id, STOP_TIMEOUT)
+            stray = observed.pop(name)
+            with contextlib.suppress(Superseded), _changing(engine, sset, guard, name, stray.id, {}):
+                engine.stop_and_remove(stray.id, STOP_TIMEOUT)
     progress = _Progress(names)
     deadline = time.monotonic() + timeout
     needs_health = {dep for n in names for dep, cond in sset.depends_on(n).items() if cond == "service_healthy"}
@@ -236,7 +258,9 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
     def bring(name: str) -> ServiceOutcome:
         try:
             outcome = _bring_one(engine, sset, name, actions[name], observed.get(name), progress, skip, deadline,
-                                 wait_healthy or name in needs_health)
+                                 wait_healthy or name in needs_health, guard)
+        except Superseded as exc:
+            outcome = ServiceOutcome(name, ServiceResult.SKIPPED, exc.detail, exc.reason)
         except OsctlError as exc:
             outcome = ServiceOutcome(name, ServiceResult.FAILED, exc.message)
         if outcome.result is ServiceResult.FAILED:
@@ -258,7 +282,8 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
 
 
 def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, current: ContainerState | None,
-               progress: _Progress, skip: Skip, deadline: float, wait_health: bool) -> ServiceOutcome:
+               progress: _Progress, skip: Skip, deadline: float, wait_health: bool,
+               guard: Guard | None) -> ServiceOutcome:
     for dep, condition in sset.depends_on(name).items():
         why = progress.wait(dep, condition, deadline)
         if why is not None:
@@ -267,24 +292,20 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, curr
         return ServiceOutcome(name, ServiceResult.SKIPPED, skip[name].describe(), skip[name])
     spec = sset.specs[name]
     service = sset.manifest.services[name]
-    result = ServiceResult.UNCHANGED
-    if action is Action.RECREATE and current is not None:
-        engine.stop_and_remove(current.id, STOP_TIMEOUT)
-        current, result = None, ServiceResult.RECREATED
-    if current is None:
-        container_id = create_container(engine, sset, name)
-        if result is ServiceResult.UNCHANGED:
-            result = ServiceResult.CREATED
-    else:
-        container_id = current.id
-    if current is not None and service.oneshot and current.exited_ok:
+    keep = current if action is not Action.RECREATE else None
+    if keep is not None and service.oneshot and keep.exited_ok:
+        progress.containers[name] = keep.id
         progress.started[name].set()
         progress.completed[name].set()
         return ServiceOutcome(name, ServiceResult.COMPLETED, "already completed")
-    if current is None or not current.running:
-        start_container(engine, sset, name, container_id)
-        if result is ServiceResult.UNCHANGED:
-            result = ServiceResult.STARTED
+    waited = {dep: (progress.containers[dep], condition) for dep, condition in sset.depends_on(name).items()
+              if dep in progress.containers}
+    if action is Action.KEEP and current is not None and current.running:
+        container_id, result = current.id, ServiceResult.UNCHANGED  # nothing to change
+    else:
+        with _changing(engine, sset, guard, name, current.id if current else None, waited):
+            container_id, result = _make_running(engine, sset, name, action, current)
+    progress.containers[name] = container_id
     progress.started[name].set()
 
     if service.oneshot:
@@ -305,6 +326,56 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, curr
     elif service.healthcheck is None:
         progress.healthy[name].set()  # nothing to wait for: running is as healthy as it gets
     return ServiceOutcome(name, result)
+
+
+def _make_running(engine: Engine, sset: ServiceSet, name: str, action: Action,
+                  current: ContainerState | None) -> tuple[str, ServiceResult]:
+    """(Re)create the service's container if it must be, and start it if it does not run."""
+    result = ServiceResult.UNCHANGED
+    if action is Action.RECREATE and current is not None:
+        engine.stop_and_remove(current.id, STOP_TIMEOUT)
+        current, result = None, ServiceResult.RECREATED
+    if current is None:
+        container_id = create_container(engine, sset, name)
+        if result is ServiceResult.UNCHANGED:
+            result = ServiceResult.CREATED
+    else:
+        container_id = current.id
+    if current is None or not current.running:
+        start_container(engine, sset, name, container_id)
+        if result is ServiceResult.UNCHANGED:
+            result = ServiceResult.STARTED
+    return container_id, result
+
+
+@contextlib.contextmanager
+def _changing(engine: Engine, sset: ServiceSet, guard: Guard | None, name: str, expected: str | None,
+              waited: dict[str, tuple[str, str]]) -> Iterator[None]:
+    """Hold ``guard(name)`` (when there is one) around a change to ``name``'s containers, and
+    check inside it that what ``up`` decided on still holds: ``name``'s container is still
+    ``expected`` (an id, or None for none), and each dependency in ``waited`` (service ->
+    (container id, condition)) is still that container, still running unless it was a
+    one-shot's completion that was waited for. Raises ``Superseded`` otherwise."""
+    if guard is None:
+        yield
+        return
+    with guard(name):
+        now = _containers_now(engine, sset)
+        mine = now.get(name)
+        if (mine.id if mine else None) != expected:
+            raise Superseded(SkipReason.CHANGED, "not started: its container changed meanwhile")
+        for dep, (container_id, condition) in waited.items():
+            there = now.get(dep)
+            if there is None or there.id != container_id or (
+                    condition != "service_completed_successfully" and there.state != "running"):
+                raise Superseded(SkipReason.CHANGED, f"not started: {dep} changed while it was waited on")
+        yield
+
+
+def _containers_now(engine: Engine, sset: ServiceSet) -> dict[str, ContainerInfo]:
+    """The set's containers by service, from one listing (no inspection: ids and states only)."""
+    labels = {**host_labels(sset.host_id), LABEL_ROLE: ROLE_SERVICE, LABEL_VERSION: sset.version}
+    return {c.labels.get(LABEL_SERVICE, "?"): c for c in engine.containers(labels)}
 
 
 def _wait_exit(engine: Engine, container_id: str, deadline: float, abandoned: threading.Event) -> int | None:

@@ -12,6 +12,11 @@ seconds as a safety net:
 - services the operator stopped or disabled, and a set that is down, are left alone;
 - SIGTERM ends the supervisor and leaves the services running.
 
+It decides under the host lock, and acts under it, but waits without it: starting a service
+may mean waiting a while for another one's health, and an operator's ``service stop`` must not
+wait behind that. ``serviceset.up`` takes the lock again around each change (``_guard``), and
+each time it checks that the host still wants what was decided.
+
 What it knows (restarts, last failure, failed services) goes to supervisor.json.
 """
 
@@ -24,6 +29,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,10 +45,10 @@ from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import EngineUnavailable, HostLocked, OsctlError
 from osctl.models.engine import ContainerState
-from osctl.models.events import SkipReason
+from osctl.models.events import ServiceResult, SkipReason
 from osctl.models.services import ServiceRecord, ServicesState
 from osctl.operations import serviceset
-from osctl.operations.serviceset import Skip
+from osctl.operations.serviceset import Skip, Superseded
 from osctl.operations.services import skipped
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,16 @@ class Policy:
         return float(self._reconnect(_attempt(attempt)))
 
 
+@dataclass
+class _Start:
+    """What a look under the lock decided to start; ``_bring_up`` does it after the lock is let go."""
+
+    sset: serviceset.ServiceSet
+    leave: Skip  # services not to start, and why
+    wanted: list[str]  # the services found not running that should run
+    restarts: set[str] = field(default_factory=set)  # started again after a death: counted, and retried when failing
+
+
 def _attempt(number: int) -> RetryCallState:
     state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
     state.attempt_number = number
@@ -93,6 +109,7 @@ class Supervisor:
         self._unhealthy: set[str] = set()  # restarts due because the health check kept failing
         self._cache: dict[str, tuple[tuple[int, ...], serviceset.ServiceSet]] = {}
         self._connected_at: datetime | None = None  # since when every exit is watched
+        self._acting = threading.Lock()  # one change at a time: ``up`` starts services from threads
         self.status = servicestate.read_supervisor(settings.root)
         self.status.pid = os.getpid()
 
@@ -214,8 +231,9 @@ class Supervisor:
         if fresh:
             self._connected_at = datetime.now(UTC)
         with self._turn() as mine:
-            if mine:
-                self._reconcile(engine)
+            start = self._reconcile(engine) if mine else None
+        if start is not None:
+            self._bring_up(engine, start)
 
     def _exited_while_watched(self, container: ContainerState) -> bool:
         finished = container.finished
@@ -230,11 +248,11 @@ class Supervisor:
         service = sset.manifest.services[name]
         return service.oneshot or (service.restart_policy != "always" and self._exited_while_watched(container))
 
-    def _reconcile(self, engine: Engine) -> list[str]:
-        """Returns the services it started or recreated."""
+    def _reconcile(self, engine: Engine) -> _Start | None:
+        """What to start or recreate (None: nothing), for ``_bring_up`` once the lock is let go."""
         state, sset = self._wanted()
         if sset is None:
-            return []
+            return None
         self.status.version = sset.version
         for name in [n for n in self.status.services if n not in sset.manifest.services]:
             del self.status.services[name]
@@ -251,17 +269,48 @@ class Supervisor:
         leave = self._leave_alone(state)
         wanted = [n for n in sset.specs if (n not in observed or not observed[n].running)
                   and n not in leave and not self._done(sset, n, observed.get(n))]
-        if wanted:
-            try:
-                serviceset.up(engine, sset, skip=leave, wait_healthy=False, timeout=30.0)
-            except serviceset.ServicesFailed as exc:
-                for outcome in exc.outcomes:
-                    if not outcome.ok:
-                        self._failure(outcome.service, outcome.detail)
-            for name in wanted:
-                self._started[name] = time.monotonic()
         self._save()
-        return wanted
+        return _Start(sset, leave, wanted) if wanted else None
+
+    def _bring_up(self, engine: Engine, start: _Start) -> None:
+        """Start what was decided, the lock taken only around each change (``_guard``): the
+        health waits between them happen without it."""
+        try:
+            outcomes = serviceset.up(engine, start.sset, skip=start.leave, wait_healthy=False, timeout=30.0,
+                                     guard=self._guard(start.sset.version))
+        except serviceset.ServicesFailed as exc:
+            outcomes = exc.outcomes
+        now = time.monotonic()
+        for outcome in outcomes:
+            name = outcome.service
+            if not outcome.ok:
+                self._failure(name, outcome.detail)
+                if name in start.restarts:
+                    self._schedule(name)
+            if name in start.wanted and outcome.result is not ServiceResult.SKIPPED:
+                self._started[name] = now
+                if outcome.ok and name in start.restarts:
+                    self.status.services.setdefault(name, ServiceRecord()).restarts += 1
+        self._save()
+
+    def _guard(self, version: str) -> serviceset.Guard:
+        """Around each change ``up`` makes for ``_bring_up``: the host lock, and a fresh look at
+        whether the host still wants ``version`` up with that service in it."""
+
+        @contextlib.contextmanager
+        def guard(name: str) -> Iterator[None]:
+            with self._acting, self._turn() as mine:
+                if not mine:
+                    raise Superseded(SkipReason.CHANGED, "not started: an osctl command is changing the host")
+                state, sset = self._wanted()
+                if sset is None or sset.version != version:
+                    raise Superseded(SkipReason.CHANGED, f"not started: {version} is no longer the set to run")
+                reason = self._leave_alone(state).get(name)
+                if reason is not None:
+                    raise Superseded(reason, reason.describe())
+                yield
+
+        return guard
 
     # -- events ----------------------------------------------------------------------------
     def _on_event(self, engine: Engine, event: dict[str, Any]) -> None:
@@ -272,15 +321,17 @@ class Supervisor:
         if event["action"] == "die" and self._expected.pop(event["id"], False):
             return  # our own stop, for a restart
         with self._turn() as mine:
-            if mine:
-                self._handle(engine, event)
+            start = self._handle(engine, event) if mine else None
+        if start is not None:
+            self._bring_up(engine, start)
 
-    def _handle(self, engine: Engine, event: dict[str, Any]) -> None:
+    def _handle(self, engine: Engine, event: dict[str, Any]) -> _Start | None:
+        """React to one event; what to start once the lock is let go (None: nothing)."""
         labels = event["labels"]
         name, version, action = labels.get(LABEL_SERVICE, ""), labels.get(LABEL_VERSION), event["action"]
         state, sset = self._wanted()
         if sset is None or version != sset.version or name not in sset.specs:
-            return
+            return None
         if action == "start":
             self._started[name] = time.monotonic()
         elif action == "die":
@@ -288,13 +339,15 @@ class Supervisor:
         elif action == "destroy" and name not in skipped(state):
             self._say(f"{name}: container removed; recreating it")
             self._due.pop(name, None)  # its death was the removal: recreating is the restart
-            if name in self._reconcile(engine):
-                self.status.services.setdefault(name, ServiceRecord()).restarts += 1
-                self._save()
+            start = self._reconcile(engine)
+            if start is not None and name in start.wanted:
+                start.restarts.add(name)
+            return start
         elif action.startswith("health_status") and "unhealthy" in action and name not in skipped(state):
             self._failure(name, "health check failing")
             self._unhealthy.add(name)
             self._schedule(name)
+        return None
 
     def _on_death(self, engine: Engine, state: ServicesState, sset: serviceset.ServiceSet, name: str,
                   event: dict[str, Any]) -> None:
@@ -356,32 +409,36 @@ class Supervisor:
                 return
             for name in due:
                 del self._due[name]
-                self._restart(engine, name)
+            starts = [start for name in due if (start := self._restart(engine, name)) is not None]
+        for start in starts:
+            self._bring_up(engine, start)
 
-    def _restart(self, engine: Engine, name: str) -> None:
+    def _restart(self, engine: Engine, name: str) -> _Start | None:
+        """Start a service again in its container; one whose container is gone is recreated by
+        ``_bring_up``, once the lock is let go (returned)."""
         state, sset = self._wanted()
         if sset is None or name in skipped(state):
-            return
+            return None
         current = serviceset.observe(engine, self.settings.host_id, sset.version).get(name)
         unhealthy = name in self._unhealthy
         self._unhealthy.discard(name)
         if current is not None and current.running and not unhealthy:
-            return  # someone (the operator, a reconcile) already started it
+            return None  # someone (the operator, a reconcile) already started it
+        if current is None:
+            return _Start(sset, self._leave_alone(state), [name], {name})
         try:
-            if current is not None and current.running:
+            if current.running:
                 self._expected[current.id] = True
                 engine.stop(current.id, serviceset.STOP_TIMEOUT)  # unhealthy: a clean restart
-            if current is not None:
-                serviceset.start_container(engine, sset, name, current.id)
-            else:
-                serviceset.up(engine, sset, skip=self._leave_alone(state), wait_healthy=False, timeout=30.0)
+            serviceset.start_container(engine, sset, name, current.id)
         except OsctlError as exc:
             self._failure(name, exc.message)
             self._schedule(name)
-            return
+            return None
         self._started[name] = time.monotonic()
         self.status.services.setdefault(name, ServiceRecord()).restarts += 1
         self._save()
+        return None
 
     # -- status ----------------------------------------------------------------------------
     def _set_connected(self, connected: bool) -> None:
