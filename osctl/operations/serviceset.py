@@ -22,14 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from osctl.adapters.engine import Engine
-from osctl.constants import (
-    CONFIG_FILE,
-    LABEL_ROLE,
-    LABEL_SERVICE,
-    LABEL_SPEC_HASH,
-    LABEL_VERSION,
-    ROLE_SERVICE,
-)
+from osctl.constants import CONFIG_FILE, LABEL_ROLE, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_VERSION, ROLE_SERVICE
 from osctl.domain import servicegraph
 from osctl.domain.containerspec import container_spec
 from osctl.domain.manifest import parse_manifest
@@ -39,13 +32,7 @@ from osctl.domain.settings import read_settings_file
 from osctl.domain.store import Store
 from osctl.errors import NotFoundError, OsctlError, ServiceFailed
 from osctl.models.engine import ContainerSpec, ContainerState
-from osctl.models.events import (
-    Events,
-    ServiceOutcome,
-    ServiceResult,
-    SkipReason,
-    ignore,
-)
+from osctl.models.events import Events, ServiceOutcome, ServiceResult, SkipReason, ignore
 from osctl.models.journal import Stop
 from osctl.models.manifest import ReleaseManifest
 
@@ -330,7 +317,8 @@ def down(engine: Engine, host_id: str, version: str | None, *, manifest: Release
         return name
 
     for group in groups:
-        stops = [Stop(container=state.id, service=name, timeout=STOP_TIMEOUT) for name, state in group if state.running]
+        stops = [Stop(container=state.id, service=name, timeout=STOP_TIMEOUT)
+                 for name, state in group if state.running]
         if before_stops is not None and stops:
             before_stops(stops)
         with ThreadPoolExecutor(max_workers=max(1, len(group)), thread_name_prefix="down") as pool:
