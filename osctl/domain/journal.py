@@ -21,7 +21,7 @@ from pathlib import Path
 
 from osctl.adapters.statefile import Damage, StateFile
 from osctl.constants import STATE_DIR
-from osctl.models.journal import History, HistoryEntry, Kind, Transaction
+from osctl.models.journal import History, HistoryEntry, Kind, Stop, Transaction
 
 STEPS = ("resolve", "pull", "verify", "stage", "prepare", "swap", "health", "commit", "cleanup")
 MARKS = ("swap:old-stopped", "commit:pointer-written", "boot:trial-started")
@@ -67,6 +67,17 @@ class Journal:
         txn = txn.model_copy(update={"step": name})
         self._write(txn)
         crash_point(name)
+        return txn
+
+    def stopping(self, txn: Transaction, stops: list[Stop]) -> Transaction:
+        """Record the batch of stops about to be issued (all of it, before the first), or, with an
+        empty list, that every stop recorded is done.
+
+        One write per batch: a swap stops a level's services together, so this costs one write
+        per level however many services it has.
+        """
+        txn = txn.model_copy(update={"stopping": list(stops)})
+        self._write(txn)
         return txn
 
     def finish(self, txn: Transaction, result: str, reason: str | None = None, *, recovered: bool = False) -> None:

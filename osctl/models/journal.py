@@ -14,6 +14,14 @@ class _Doc(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class Stop(_Doc):
+    """A stop osctl asked the engine for: the engine carries it out even if osctl dies meanwhile."""
+
+    container: str  # the container's id
+    service: str
+    timeout: float  # seconds between SIGTERM and SIGKILL
+
+
 class Transaction(_Doc):
     """One version change, journaled step by step (``<root>/var/lib/osctl/journal.json``)."""
 
@@ -25,6 +33,9 @@ class Transaction(_Doc):
     steps_done: list[str] = Field(default_factory=list)
     started_at: str
     pid: int
+    # The stops in flight: written before they are issued, emptied once they are all done. A
+    # crash leaves the engine finishing them, so recovery must not trust "running" for these.
+    stopping: list[Stop] = Field(default_factory=list)
     result: Result = "in-progress"
     reason: str | None = None
     finished_at: str | None = None

@@ -3,7 +3,8 @@
 1. Finish whatever a crash interrupted (``transaction.recover``).
 2. Pick the version: a pending trial while it has tries left (a try is spent before the
    attempt, so a boot that dies half-way counts), else the default.
-3. Bring its service set up, alone: containers of any other version go.
+3. Bring its service set up, alone: containers of any other version go. Boot succeeds only if
+   the whole set runs once it is up (one-shots completed).
 4. A trial that becomes healthy is the new default (the old default becomes the previous);
    one that does not, or whose tries are spent, falls back to the default by itself, and the
    reason is recorded in the history.
@@ -111,12 +112,16 @@ def _boot(settings: Settings, engine: Engine, health_timeout: float, events: Eve
 
 def _bring_alone(settings: Settings, engine: Engine, version: str, state: ServicesState, health_timeout: float,
                  events: Events) -> None:
-    """Bring ``version``'s set up and make it the only one of this host."""
+    """Bring ``version``'s set up and make it the only one of this host; raise ``ServiceFailed``
+    unless the whole set runs when this returns (a service that went down meanwhile included:
+    a boot reports success only for a complete set)."""
     for other in sorted({key.version for key in serviceset.observe_host(engine, settings.host_id)} - {version}):
         serviceset.down(engine, settings.host_id, other, remove=True)
     sset = serviceset.load_service_set(settings.host_id, settings.root, version)
     make_current(settings.root, services=state.model_copy(update={"version": version, "desired": "up"}))
-    serviceset.up(engine, sset, skip=skipped(state), wait_healthy=True, timeout=health_timeout, events=events)
+    skip = skipped(state)
+    serviceset.up(engine, sset, skip=skip, wait_healthy=True, timeout=health_timeout, events=events)
+    serviceset.check_running(engine, sset, skip)
 
 
 def _drop_trial(settings: Settings, pointer: BootPointer) -> BootPointer:

@@ -42,10 +42,12 @@ from osctl.domain.store import Store
 from osctl.errors import NotFoundError, OsctlError, ServiceFailed, UsageError
 from osctl.models.engine import ContainerInfo, ContainerSpec, ContainerState
 from osctl.models.events import Events, ServiceOutcome, ServiceResult, SkipReason, ignore
+from osctl.models.journal import Stop
 from osctl.models.manifest import ReleaseManifest
 
 HEALTH_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+STOP_MARGIN = 2.0  # seconds the engine may take beyond a stop's timeout to kill and reap
 
 Skip = dict[str, SkipReason]  # services not to start, and why
 Guard = Callable[[str], AbstractContextManager[None]]  # held around each change to one service's containers
@@ -415,11 +417,14 @@ def wait_until_healthy(engine: Engine, container_id: str, spec: ContainerSpec, d
 
 
 def down(engine: Engine, host_id: str, version: str | None, *, manifest: ReleaseManifest | None = None,
-         remove: bool = True, events: Events = ignore) -> list[str]:
+         remove: bool = True, events: Events = ignore,
+         before_stops: Callable[[list[Stop]], None] | None = None) -> list[str]:
     """Stop (and remove) a set's containers, dependents first; named volumes always stay.
 
     With the manifest, the set stops level by level (a service's dependents before it, each
     level in parallel); without it (a version no longer stored), all at once.
+    ``before_stops`` is told each batch of running containers before their stops are issued
+    (a transaction journals them: see ``finish_stops``).
     """
     if version is None:  # every version's containers of this host
         groups = [[(key.service, state) for key, state in observe_host(engine, host_id).items()]]
@@ -442,6 +447,51 @@ def down(engine: Engine, host_id: str, version: str | None, *, manifest: Release
         return name
 
     for group in groups:
+        stops = [Stop(container=state.id, service=name, timeout=STOP_TIMEOUT)
+                 for name, state in group if state.running]
+        if before_stops is not None and stops:
+            before_stops(stops)
         with ThreadPoolExecutor(max_workers=max(1, len(group)), thread_name_prefix="down") as pool:
             done.extend(pool.map(stop_one, group))
     return done
+
+
+def finish_stops(engine: Engine, stops: list[Stop]) -> None:
+    """See through, to their end, stops that a process which died had asked the engine for.
+
+    The engine goes on with a stop after its caller is gone: the service got SIGTERM and exits
+    when it is done, seconds from now maybe, while it still shows as running. Recovery that
+    took "running" at its word would keep it and watch it go down afterwards. So each one is
+    waited for (the engine kills it at the timeout); one still running after that (its stop
+    was never issued, or no longer carried out) is stopped here. What recovery sees next is
+    then what stays, and recovery starts what it wants running.
+    """
+    if stops:
+        with ThreadPoolExecutor(max_workers=len(stops), thread_name_prefix="finish-stop") as pool:
+            list(pool.map(lambda stop: _finish_stop(engine, stop), stops))
+
+
+def _finish_stop(engine: Engine, stop: Stop) -> None:
+    try:
+        if engine.wait(stop.container, stop.timeout + STOP_MARGIN) is not None:
+            return  # it exited, as asked
+    except NotFoundError:
+        return
+    engine.stop(stop.container, stop.timeout)  # a second SIGTERM, rather than none at all
+
+
+def check_running(engine: Engine, sset: ServiceSet, skip: Skip) -> None:
+    """Every service of the set that should run is running (one-shots completed), right now;
+    else ``ServiceFailed`` for the first that is not, in start order."""
+    observed = observe(engine, sset.host_id, sset.version)
+    for name in servicegraph.start_order(sset.manifest.services):
+        if name in skip:
+            continue
+        state = observed.get(name)
+        oneshot = sset.manifest.services[name].oneshot
+        if state is None:
+            raise ServiceFailed(name, "its container is gone", [])
+        if oneshot and not state.exited_ok:
+            raise ServiceFailed(name, f"did not complete (exit code {state.exit_code})", engine.last_lines(state.id))
+        if not oneshot and not state.running:
+            raise ServiceFailed(name, f"is not running (exit code {state.exit_code})", engine.last_lines(state.id))

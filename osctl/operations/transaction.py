@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from osctl.adapters.engine import Engine
 from osctl.adapters.locking import check_unlocked, host_lock
 from osctl.adapters.registry import Registry
-from osctl.domain import bootpointer, servicegraph, servicestate
+from osctl.domain import bootpointer, servicestate
 from osctl.domain.current import make_current
 from osctl.domain.journal import Journal, crash_point
 from osctl.domain.naming import host_labels
@@ -27,13 +27,14 @@ from osctl.domain.store import Store
 from osctl.errors import OsctlError, ServiceFailed, StateError, UsageError
 from osctl.models.engine import ContainerSpec
 from osctl.models.events import Events, SkipReason, Step, StepEvent, ignore
-from osctl.models.journal import Kind, Transaction
+from osctl.models.journal import Kind, Stop, Transaction
+from osctl.models.manifest import ReleaseManifest
 from osctl.models.store import BootPointer
 from osctl.models.version import OsVersion, try_parse
 from osctl.operations import serviceset
 from osctl.operations.pull import pull_version
-from osctl.operations.serviceset import Skip
 from osctl.operations.services import skipped
+from osctl.operations.serviceset import Skip
 
 DEFAULT_HEALTH_TIMEOUT = 120.0
 DEFAULT_TRIES = 3
@@ -218,11 +219,11 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
     swap_started = time.monotonic()
     events(StepEvent(Step.SWAP, f"stopping {plan.from_version or 'nothing'}, starting {plan.to_version}"))
     if plan.from_version:
-        serviceset.down(engine, settings.host_id, plan.from_version, manifest=old_manifest, remove=False)
+        txn = _stop_old_set(settings, engine, journal, txn, old_manifest)
     crash_point("swap:old-stopped")
     serviceset.up(engine, new, skip=skip, wait_healthy=True, timeout=health_timeout, events=events)
     txn = journal.step(txn, "health")
-    _health_gate(engine, new, skip)
+    serviceset.check_running(engine, new, skip)
     downtime = time.monotonic() - swap_started
 
     txn = journal.step(txn, "commit")
@@ -262,6 +263,21 @@ def _drop_new_volumes(settings: Settings, engine: Engine, version: str, before: 
             engine.remove_volume(name)
 
 
+def _stop_old_set(settings: Settings, engine: Engine, journal: Journal, txn: Transaction,
+                  manifest: ReleaseManifest | None) -> Transaction:
+    """Stop the running set for the swap, journaling each batch of stops before it is issued."""
+    journaled = txn
+
+    def record(stops: list[Stop]) -> None:
+        nonlocal journaled
+        journaled = journal.stopping(journaled, stops)
+
+    assert txn.from_version is not None
+    serviceset.down(engine, settings.host_id, txn.from_version, manifest=manifest, remove=False,
+                    before_stops=record)
+    return journal.stopping(journaled, []) if journaled.stopping else journaled
+
+
 def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
     """Create the new set's containers (not started), so the swap itself only starts them."""
     observed = serviceset.observe(engine, sset.host_id, sset.version)
@@ -274,22 +290,6 @@ def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
             # which fails that service, by name, with the reason.
             with contextlib.suppress(UsageError):
                 serviceset.create_container(engine, sset, name)
-
-
-def _health_gate(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
-    """Every service that should run is running (one-shots completed), right now."""
-    observed = serviceset.observe(engine, sset.host_id, sset.version)
-    for name in servicegraph.start_order(sset.manifest.services):
-        if name in skip:
-            continue
-        state = observed.get(name)
-        oneshot = sset.manifest.services[name].oneshot
-        if state is None:
-            raise ServiceFailed(name, "its container is gone", [])
-        if oneshot and not state.exited_ok:
-            raise ServiceFailed(name, f"did not complete (exit code {state.exit_code})", engine.last_lines(state.id))
-        if not oneshot and not state.running:
-            raise ServiceFailed(name, f"is not running (exit code {state.exit_code})", engine.last_lines(state.id))
 
 
 def _roll_back(settings: Settings, engine: Engine, txn: Transaction, events: Events) -> None:
@@ -321,6 +321,7 @@ def recover(settings: Settings, engine: Engine, events: Events = ignore) -> str 
     txn = journal.current()
     if txn is None:
         return None
+    serviceset.finish_stops(engine, txn.stopping)  # the engine may still be stopping what the dead process stopped
     pointer = bootpointer.read(settings.root)
     if txn.kind == "stage":
         done = pointer.trial == txn.to_version

@@ -9,7 +9,9 @@ It is not a simulation of Docker: nothing runs, no event is emitted, ``wait`` ne
 A container is only what the test makes of it: it runs once started and stays running until
 the test says it exited (``exit``) or osctl stops it. Anything the real engine would do on its
 own (health checks, one-shots finishing) is the test's to say, with ``healthy``,
-``exits_when_started`` and ``start_delay``.
+``exits_when_started`` and ``start_delay``. A stop that the engine is still carrying out
+(the service got SIGTERM and takes its time) is ``stop_in_flight``: the container runs until
+osctl waits for it or stops it, or the test ends the stop (``finish_stops_in_flight``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +29,7 @@ from typing import Any
 from osctl.constants import LABEL_SERVICE
 from osctl.domain.store import Store
 from osctl.errors import EngineError, NotFoundError
-from osctl.models.engine import ContainerInfo, ContainerSpec, ContainerState, ImageInfo
+from osctl.models.engine import ContainerInfo, ContainerSpec, ContainerState, ImageInfo, VolumeInfo
 from osctl.models.store import StoreRecord
 
 NEVER = "0001-01-01T00:00:00Z"  # the engine's zero time
@@ -60,6 +63,9 @@ class FakeEngine:
         self.started: list[str] = []  # service names, in the order their containers were started
         self.start_delay: dict[str, float] = {}  # service -> seconds its start takes (to show who waits)
         self._exits: dict[str, int] = {}  # service -> exit code at once when started
+        self._stopping: set[str] = set()  # containers whose stop the engine is still carrying out
+        self.before_stop: Callable[[str], None] = lambda container_id: None  # called as each stop is issued
+        self.tags: dict[str, str] = {}  # ref -> image id
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # osctl starts the services of a level from threads
 
@@ -76,6 +82,24 @@ class FakeEngine:
             labels = dict(container.spec.labels)
         return {"action": "die", "id": container_id,
                 "labels": {**labels, "name": container.spec.name, "exitCode": str(code)}}
+
+    def stop_in_flight(self, container_id: str) -> None:
+        """The container got its stop signal and is on its way down: it still runs (as the real
+        engine shows it) until osctl waits for it or stops it, or the test says the stop is over."""
+        with self._lock:
+            assert self.by_id[container_id].status == "running"
+            self._stopping.add(container_id)
+
+    def finish_stops_in_flight(self) -> None:
+        """The stops still in flight end: those containers exit (0, as after a SIGTERM)."""
+        with self._lock:
+            for container_id in sorted(self._stopping):
+                self._exit(self.by_id[container_id], 0)
+
+    def holds_images_of(self, record: StoreRecord) -> None:
+        """The engine has every image of a stored version (as after ``osctl pull``)."""
+        for image_id in record.image_ids:
+            self.images[image_id] = ImageInfo(image_id, {}, [], [], 1, "")
 
     def id_of(self, service: str) -> str:
         """The id of the (one) container of ``service``."""
@@ -126,10 +150,15 @@ class FakeEngine:
                 self._exit(c, self._exits[c.service])
 
     def stop(self, container_id: str, timeout: float = 10.0) -> None:
+        self.before_stop(container_id)
         with self._lock:
             c = self.by_id.get(container_id)
             if c is not None and c.status == "running":
                 self._exit(c, 0)
+
+    def volumes(self, labels: dict[str, str]) -> list[VolumeInfo]:
+        """No volumes: the fake keeps none (a spec's named volumes are not created here)."""
+        return []
 
     def remove_container(self, container_id: str) -> None:
         with self._lock:
@@ -140,10 +169,12 @@ class FakeEngine:
         self.remove_container(container_id)
 
     def wait(self, container_id: str, timeout: float) -> int | None:
-        """The exit code of a stopped container; None for a running one, after a short pause (as on
-        a timeout, without making a caller that waits in a loop spin)."""
+        """The exit code of a stopped container (one being stopped stops now); None for a running
+        one, after a short pause (as on a timeout, without making a caller that waits in a loop spin)."""
         with self._lock:
             c = self._get(container_id, "waiting for")
+            if container_id in self._stopping:
+                self._exit(c, 0)
             if c.status != "running":
                 return c.exit_code
         time.sleep(min(timeout, 0.05))
@@ -160,6 +191,9 @@ class FakeEngine:
     def image(self, ref: str) -> ImageInfo | None:
         return self.images.get(ref)
 
+    def tag(self, image_id: str, ref: str) -> None:
+        self.tags[ref] = image_id
+
     def close(self) -> None:
         pass
 
@@ -170,9 +204,9 @@ class FakeEngine:
             raise NotFoundError(f"{doing} container {container_id[:12]}: no such container")
         return c
 
-    @staticmethod
-    def _exit(c: FakeContainer, code: int) -> None:
+    def _exit(self, c: FakeContainer, code: int) -> None:
         c.status, c.exit_code, c.finished_at = "exited", code, _now()
+        self._stopping.discard(c.id)
 
 
 # -- stored versions -----------------------------------------------------------------------

@@ -56,6 +56,6 @@ def test_an_interrupted_up_ends_without_waiting_out_the_timeout(tmp_path: Path, 
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         serviceset.up(engine, sset, timeout=60.0)  # type: ignore[arg-type]
-    assert time.monotonic() - started < 5, "up waited for its workers' timeouts before giving up"
+    assert time.monotonic() - started < 15, "up waited for its workers' timeouts before giving up"
     assert [t for t in threading.enumerate() if t.name.startswith("up")] == []
     assert "console" not in engine.started  # its dependency never qualified: it was never started
