@@ -184,7 +184,7 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
     actions = plan(sset, observed)
     for name, action in actions.items():
         if action is Action.REMOVE:
-            engine.stop_and_remove(observed.pop(name).id, STOP_TIMEOUT)
+            engine.stop_and_remove(observed.pop(name).id, STOP_TIMEOUT, host_id=sset.host_id)
     progress = _Progress(names)
     deadline = time.monotonic() + timeout
     needs_health = {dep for n in names for dep, cond in sset.depends_on(n).items() if cond == "service_healthy"}
@@ -221,7 +221,7 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, curr
     service = sset.manifest.services[name]
     result = ServiceResult.UNCHANGED
     if action is Action.RECREATE and current is not None:
-        engine.stop_and_remove(current.id, STOP_TIMEOUT)
+        engine.stop_and_remove(current.id, STOP_TIMEOUT, host_id=sset.host_id)
         current, result = None, ServiceResult.RECREATED
     if current is None:
         if not spec.image.startswith("sha256:") and engine.image(spec.image) is None:
@@ -304,7 +304,7 @@ def down(engine: Engine, host_id: str, version: str | None, *, manifest: Release
     def stop_one(item: tuple[str, ContainerState]) -> str:
         name, container = item
         if remove:
-            engine.stop_and_remove(container.id, STOP_TIMEOUT)
+            engine.stop_and_remove(container.id, STOP_TIMEOUT, host_id=host_id)
         else:
             engine.stop(container.id, STOP_TIMEOUT)
         events(ServiceOutcome(name, ServiceResult.REMOVED if remove else ServiceResult.STOPPED))

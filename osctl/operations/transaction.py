@@ -19,6 +19,7 @@ from osctl.adapters.locking import check_unlocked, host_lock
 from osctl.adapters.registry import Registry
 from osctl.domain import bootpointer, servicegraph, servicestate
 from osctl.domain.current import make_current
+from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.journal import Journal, crash_point
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
@@ -27,9 +28,10 @@ from osctl.models.engine import ContainerSpec
 from osctl.models.events import Events, SkipReason, Step, StepEvent, ignore
 from osctl.models.journal import Kind, Transaction
 from osctl.models.store import BootPointer
-from osctl.models.version import OsVersion, try_parse
+from osctl.models.version import OsVersion
 from osctl.operations import serviceset
 from osctl.operations.pull import pull_version
+from osctl.operations.releases import newest_valid_release
 from osctl.operations.serviceset import Skip
 from osctl.operations.services import skipped
 
@@ -115,11 +117,8 @@ def decide(settings: Settings, kind: Kind, target: str | None, *, registry: Regi
 
 
 def newest_release(settings: Settings, registry: Registry | None) -> str:
-    registry = registry or Registry(settings.require_image())
-    versions = sorted(v for v in map(try_parse, registry.tags()) if v is not None and not v.is_prerelease)
-    if not versions:
-        raise UsageError(f"{registry.repository} holds no released version", hint="name one with --to V")
-    return str(versions[-1])
+    """The newest release that is a valid OS version: an invalid newest tag is passed over."""
+    return newest_valid_release(registry or Registry(settings.require_image()), ImageFacts(settings.root))
 
 
 def _compare(settings: Settings, plan: Plan) -> None:
@@ -235,7 +234,7 @@ def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
     for name, spec in sset.specs.items():
         current = observed.get(name)
         if current is not None:  # from an earlier, failed attempt: start clean
-            engine.stop_and_remove(current.id, serviceset.STOP_TIMEOUT)
+            engine.stop_and_remove(current.id, serviceset.STOP_TIMEOUT, host_id=sset.host_id)
         if name not in skip:
             engine.create(spec)
 

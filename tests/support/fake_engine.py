@@ -130,13 +130,13 @@ class FakeEngine:
             if c is not None and c.status == "running":
                 self._exit(c, 0)
 
-    def remove_container(self, container_id: str) -> None:
+    def remove_container(self, container_id: str, *, host_id: str = "") -> None:
         with self._lock:
             self.by_id.pop(container_id, None)
 
-    def stop_and_remove(self, container_id: str, timeout: float = 10.0) -> None:
+    def stop_and_remove(self, container_id: str, timeout: float = 10.0, *, host_id: str = "") -> None:
         self.stop(container_id, timeout)
-        self.remove_container(container_id)
+        self.remove_container(container_id, host_id=host_id)
 
     def wait(self, container_id: str, timeout: float) -> int | None:
         """The exit code of a stopped container; None at once for a running one (as on a timeout)."""
