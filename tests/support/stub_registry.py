@@ -7,7 +7,7 @@ A test plays a hostile or broken registry by setting answers per path::
         stub.manifest("hostile/os", "v2.0", {...}, digest="sha256:/../../../../volumes/x")
         host.image = stub.repository("hostile/os")
 
-Everything not set is a 404 in the Distribution error format. ``seen`` records each request
+Everything not set is a 404 in the Distribution error format (``/v2/`` itself answers 200). ``seen`` records each request
 (method and path), to check what osctl asked for. The engine treats loopback registries as
 insecure, so it pulls from this one over plain http too: a test can let a real pull reach it.
 Never used by osctl itself.
@@ -68,11 +68,16 @@ class StubRegistry:
         return f"{self.host}/{name}"
 
     # -- what it serves ------------------------------------------------------------------------
-    def set(self, path: str, status: int, body: object = b"", headers: dict[str, str] | None = None) -> None:
-        """Answer GET (and HEAD, without the body) of ``path`` with exactly this."""
+    def set(self, path: str, status: int, body: object = b"", headers: dict[str, str] | None = None,
+            *, methods: tuple[str, ...] = ("GET", "HEAD")) -> None:
+        """Answer ``methods`` of ``path`` (GET and HEAD unless told) with exactly this; HEAD without the body.
+
+        Any HTTP server can be played so: a test of the engine adapter plays a dockerd that redirects.
+        """
         answer = (status, {"Content-Type": "application/json", **(headers or {})}, body_of(body))
         with self._lock:
-            self.answers[("GET", path)] = self.answers[("HEAD", path)] = answer
+            for method in methods:
+                self.answers[(method, path)] = answer
 
     def tags(self, name: str, tags: object) -> None:
         """``/v2/<name>/tags/list`` answers ``{"name": name, "tags": tags}`` (``tags`` as given, any type)."""
