@@ -17,8 +17,8 @@ from osctl.adapters.locking import host_lock
 from osctl.adapters.registry import Registry
 from osctl.constants import LABEL_ROLE, LABEL_VERSION, ROLE_SERVICE
 from osctl.domain import bootpointer
-from osctl.domain.naming import host_labels
 from osctl.domain.imagefacts import ImageFacts
+from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import EngineUnavailable, NotFoundError, OsctlError, UsageError

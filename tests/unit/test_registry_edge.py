@@ -7,7 +7,6 @@ tests/hostile/test_registry_edge.py.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
