@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -141,6 +142,14 @@ def test_invalid_tags_are_listed_with_why_and_never_chosen(hostile: Host, stub: 
     assert json.loads(plan.stdout)["to_version"] == "v1.0"  # the newest valid release, not v1.3
 
 
+def test_only_invalid_releases_is_one_error_saying_why(hostile: Host, stub: StubRegistry) -> None:
+    stub.tags(NAME, ["v1.0", "v1.1"])
+    stub.manifest(NAME, "v1.1", {"schemaVersion": 2, "config": {"size": 1, "digest": "sha256:" + "0" * 64},
+                                 "layers": 5})
+    stub.image(NAME, "v1.0", None)
+    one_error_line(hostile.osctl("upgrade", "-y"), "no valid released version", "v1.1 (unreadable", "v1.0 (no ")
+
+
 def test_a_remembered_pull_failure_makes_a_tag_invalid(hostile: Host, stub: StubRegistry) -> None:
     """What only a pull can find (the release manifest inside) is kept by digest, for the next listing."""
     from osctl.domain.imagefacts import ImageFacts
@@ -164,10 +173,9 @@ def test_a_malformed_manifest_is_one_clear_error(hostile: Host, stub: StubRegist
     stub.tags(NAME, ["v1.0"])
     stub.manifest(NAME, "v1.0", answer)
     one_error_line(hostile.osctl("pull", "v1.0"), why, "v1.0")
-    one_error_line(hostile.osctl("upgrade", "-y"), "no valid released version", "v1.0")
 
 
-@pytest.mark.parametrize("tags", [5, {"v1.0": 1}, ["v1.0", 7]])
+@pytest.mark.parametrize("tags", [{"v1.0": 1}, ["v1.0", 7]])
 def test_a_tag_list_that_is_not_strings_still_lists_what_is_stored(hostile: Host, stub: StubRegistry,
                                                                    tags: object) -> None:
     store_version(Store(hostile.root), "v0.9")
@@ -185,3 +193,21 @@ def test_image_validate_never_goes_to_a_registry_not_named(hostile: Host, stub: 
     proc = hostile.osctl("image", "validate", target)
     one_error_line(proc)
     assert proc.returncode == 2 and stub.seen == []
+
+
+def test_the_agent_takes_the_newest_valid_release(tmp_path: Path, stub: StubRegistry) -> None:
+    """Without a pinned version or a rollout the agent converges to the newest release: never an invalid one."""
+    from osctl.domain.settings import Settings
+    from osctl.operations.agent import Agent
+
+    (tmp_path / "etc/osctl").mkdir(parents=True)
+    (tmp_path / "etc/osctl/config.yaml").write_text("update: {policy: download-only}\n")
+    store_version(Store(tmp_path), "v1.5")
+    stub.tags(NAME, ["v1.5", "v1.6", "v1.7"])
+    stub.image(NAME, "v1.5", {LABEL: "v1.5"})
+    stub.image(NAME, "v1.6", {LABEL: "v1.5"})
+    stub.manifest(NAME, "v1.7", {"schemaVersion": 2, "config": {"size": "abc"}, "layers": 5})
+    settings = Settings(env={"OSCTL_ROOT": str(tmp_path), "OSCTL_HOST_ID": "hostile-agent",
+                             "OSCTL_IMAGE": stub.repository(NAME)})
+    step = Agent(settings, None).tick()  # type: ignore[arg-type]  # a stored target needs no engine
+    assert (step.phase, step.target) == ("staged", "v1.5"), step
