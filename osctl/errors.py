@@ -146,8 +146,13 @@ class RegistryError(OsctlError):
     """The registry answered, but with something osctl refuses to use: a malformed manifest or
     tag list, a digest that is not a digest, an answer larger than any registry sends.
 
-    Said about the one tag (or list) concerned, so that one bad tag does not hide the others.
+    Said about the one tag (or list) concerned, so that one bad tag does not hide the others;
+    ``reason`` is what was wrong without the registry and tag, for a listing that names them.
     """
+
+    def __init__(self, message: str, *, hint: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason or message
 
 
 class EtcdUnavailable(OsctlError):

@@ -181,7 +181,7 @@ class Registry:
             except NotFoundError:
                 return None
             except RegistryError as exc:
-                return Unreadable(tag, exc.message)
+                return Unreadable(tag, exc.reason)
 
         found = self._parallel(one, tags, workers)
         return {m.tag: m for m in found if m is not None}
@@ -217,8 +217,8 @@ class Registry:
         def one(config: Digest) -> dict[str, str] | Unreadable:
             try:
                 return self.image_labels(config, configs[config])
-            except (RegistryError, NotFoundError) as exc:
-                return Unreadable(configs[config], exc.message)
+            except RegistryError as exc:
+                return Unreadable(configs[config], exc.reason)
 
         digests = sorted(configs)
         return dict(zip(digests, self._parallel(one, digests, workers), strict=True))
@@ -258,8 +258,9 @@ class Registry:
     def _unusable(self, ref: str, what: str, detail: str | None = None) -> RegistryError:
         """The one error for an answer osctl refuses: the registry, the tag, what, and why."""
         where = f"{self.name}{'@' if ':' in ref else ':'}{self._shown(ref)}"
-        return RegistryError(f"the registry at {self.host} sent {what} for {where}" + (f": {detail}" if detail else ""),
-                             hint="that tag cannot be used; the registry is broken or hostile")
+        said = f": {detail}" if detail else ""
+        return RegistryError(f"the registry at {self.host} sent {what} for {where}{said}",
+                             hint="that tag cannot be used; the registry is broken or hostile", reason=f"{what}{said}")
 
     @staticmethod
     def _shown(ref: str) -> str:
