@@ -51,6 +51,13 @@ class ImageFacts:
     def remember_failure(self, manifest: Digest, reason: str) -> None:
         self._write(manifest, {"not_an_os_image": reason[:500]})
 
+    def forget_failure(self, manifest: Digest) -> None:
+        """A pull of ``manifest`` passed (a newer osctl may judge what an older one refused)."""
+        try:
+            self._path(manifest).unlink(missing_ok=True)
+        except OSError as exc:
+            log.debug("cannot forget what was known of %s: %s", manifest[:19], exc)
+
     def _path(self, digest: Digest) -> Path:
         return self.folder / f"{Digest(digest).hex}.json"
 

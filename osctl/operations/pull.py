@@ -99,6 +99,7 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
     )
     hold_images(engine, settings.host_id, record)
     store.save(record)
+    ImageFacts(settings.root).forget_failure(wanted.digest)
     make_current(settings.root)  # every stored version has its boot loader entry
     return PullResult(record, already_stored=False)
 

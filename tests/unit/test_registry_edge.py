@@ -265,3 +265,19 @@ def test_what_is_not_the_hosts_is_never_removed(dockerd: StubRegistry, kind: str
     finally:
         engine.close()
     assert [method for method, _ in dockerd.seen if method in ("DELETE", "POST")] == []
+
+
+# -- what is kept about images -----------------------------------------------------------------
+def test_image_facts_are_kept_by_digest_and_survive_damage(tmp_path: Path) -> None:
+    from osctl.domain.imagefacts import ImageFacts
+
+    facts = ImageFacts(tmp_path)
+    config, manifest = Digest("sha256:" + "1" * 64), Digest("sha256:" + "2" * 64)
+    assert facts.version_label(config) is None and facts.failure(manifest) is None
+    facts.remember_label(config, None)
+    facts.remember_failure(manifest, "version differs")
+    assert ImageFacts(tmp_path).version_label(config) == "" and ImageFacts(tmp_path).failure(manifest) == "version differs"
+    facts.forget_failure(manifest)
+    assert facts.failure(manifest) is None
+    (facts.folder / f"{config.hex}.json").write_text("{damaged")
+    assert facts.version_label(config) is None  # a cache: damage is as if nothing were known
