@@ -17,6 +17,7 @@ This module is a leaf: it imports nothing from osctl, so every layer may raise t
     ├── EngineError                 exit 1  the engine answered with an error
     ├── RegistryUnavailable         exit 4  the registry cannot be reached
     ├── RegistryAuthError           exit 2  the registry refused the credentials (or there were none)
+    ├── RegistryError               exit 1  the registry answered with something osctl cannot use
     ├── EtcdUnavailable             exit 6  no etcd endpoint answers, or the cluster has no quorum
     ├── EtcdError                   exit 1  etcd answered, but with an error
     ├── HostLocked                  exit 5  another osctl process is changing this host
@@ -153,6 +154,19 @@ class RegistryAuthError(OsctlError):
     """
 
     exit_code = ExitCode.USAGE
+
+
+class RegistryError(OsctlError):
+    """The registry answered, but with something osctl refuses to use: a malformed manifest or
+    tag list, a digest that is not a digest, an answer larger than any registry sends.
+
+    Said about the one tag (or list) concerned, so that one bad tag does not hide the others;
+    ``reason`` is what was wrong without the registry and tag, for a listing that names them.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason or message
 
 
 class EtcdUnavailable(OsctlError):

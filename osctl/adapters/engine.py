@@ -6,6 +6,13 @@ an ``OsctlError`` that names what osctl was doing and what the user can do about
 
 Why the SDK and never the CLI: the client binary on PATH may be newer than the engine; the
 SDK negotiates the API version with whatever engine answers.
+
+The SDK puts names into API paths without escaping '/' (``/images/<name>/json``), and dockerd
+cleans a path with '..' in it and redirects there: a "digest" like ``sha256:/../../volumes/x``
+once turned an untag into the removal of someone's volume. So nothing reaches the SDK that has
+not passed its grammar here (``ImageRef``/``Digest`` for images, Docker's name grammar for
+containers and volumes), no redirect of the engine is ever followed (``_refuse_redirects``), and
+every removal first checks that what it removes is osctl's, for the host that asks.
 """
 
 from __future__ import annotations
@@ -15,11 +22,12 @@ import io
 import logging
 import os
 import posixpath
+import re
 import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import docker
 import docker.constants
@@ -28,8 +36,8 @@ import requests.exceptions
 from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from osctl.adapters import hostprocs
-from osctl.constants import DEFAULT_DOCKER_HOST, LABEL_ROLE, ROLE_HELPER, SETUP_COMMAND
-from osctl.errors import EngineError, EngineUnavailable, ImageFileError, NotFoundError, RegistryUnavailable
+from osctl.constants import DEFAULT_DOCKER_HOST, LABEL_HOST, LABEL_ROLE, ROLE_HELPER, SETUP_COMMAND
+from osctl.errors import EngineError, EngineUnavailable, ImageFileError, NotFoundError, RegistryUnavailable, UsageError
 from osctl.models.engine import (
     ContainerInfo,
     ContainerSpec,
@@ -39,6 +47,7 @@ from osctl.models.engine import (
     PullProgress,
     VolumeInfo,
 )
+from osctl.models.refs import DIGEST, ImageRef
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,7 @@ _LOOP_WORDS = ("too many links", "too many levels of symbolic links")  # the eng
 _GO_MODE_SYMLINK = 1 << 27  # the stat header's mode is Go's os.FileMode
 _GO_MODE_TYPE = (1 << 31) | (1 << 27) | (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21) | (1 << 19)  # not a plain file
 _REGISTRY_DOWN = ("connection refused", "no such host", "i/o timeout", "timeout exceeded", "connection reset")
+_OBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")  # container and volume names and ids
 
 
 def engine_address() -> str:
@@ -93,7 +103,7 @@ class Engine:
         if self.address.startswith("unix://") and not os.path.exists(self.address.removeprefix("unix://")):
             # Checked here because docker-py leaks the socket object when the path is missing.
             raise self._unavailable(FileNotFoundError(self.address))
-        probe = docker.from_env(version=_PROBE_API_VERSION, timeout=10)
+        probe = _refuse_redirects(docker.from_env(version=_PROBE_API_VERSION, timeout=10))
         try:
             server = probe.api.version(api_version=False)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -102,7 +112,7 @@ class Engine:
             probe.close()
         version = min(server.get("ApiVersion", _PROBE_API_VERSION), docker.constants.DEFAULT_DOCKER_API_VERSION,
                       key=_api_key)
-        return docker.from_env(version=version, timeout=int(self._timeout))
+        return _refuse_redirects(docker.from_env(version=version, timeout=int(self._timeout)))
 
     def _unavailable(self, exc: BaseException) -> EngineUnavailable:
         return EngineUnavailable(
@@ -138,26 +148,28 @@ class Engine:
         return EngineInfo(self.address, data.get("Version", "?"), data.get("ApiVersion", "?"))
 
     # -- images --------------------------------------------------------------------------
-    def image(self, ref: str) -> ImageInfo | None:
-        """The local image ``ref``, or None when the engine does not hold it."""
+    def image(self, ref: ImageRef | str) -> ImageInfo | None:
+        """The local image ``ref`` (a reference or an image id), or None when the engine does not hold it."""
+        name = _image_name(ref)
         try:
-            with self._translated(f"inspecting image {ref}"):
-                attrs = self._docker.api.inspect_image(ref)
+            with self._translated(f"inspecting image {name}"):
+                attrs = self._docker.api.inspect_image(name)
         except NotFoundError:
             return None
         return _image_info(attrs)
 
-    def pull(self, ref: str, progress: Callable[[PullProgress], None] | None = None) -> ImageInfo:
+    def pull(self, ref: ImageRef | str, progress: Callable[[PullProgress], None] | None = None) -> ImageInfo:
         """Pull ``ref`` (``repo:tag`` or ``repo@digest``), reporting per-layer byte progress.
 
         The stream is read to its end before anything else is asked of the engine: a stream
         left half-read blocks the next call on the same client.
         """
-        repo, tag = split_ref(ref)
+        parsed = _parsed_ref(ref)
+        ref = str(parsed)
         action = f"pulling {ref}"
         try:
             with self._translated(action):
-                for event in self._docker.api.pull(repo, tag=tag, stream=True, decode=True):
+                for event in self._docker.api.pull(parsed.repository, tag=parsed.pin, stream=True, decode=True):
                     if "error" in event:
                         raise EngineError(event.get("error") or "unknown error")
                     if progress is not None and event.get("id"):
@@ -171,48 +183,73 @@ class Engine:
             raise EngineError(f"{action}: the engine reported success but does not hold the image")
         return info
 
-    def tag(self, image_id: str, ref: str) -> None:
+    def tag(self, image_id: str, ref: ImageRef | str) -> None:
         """Give a local image a human-readable tag (``docker images`` shows versions by name)."""
-        repo, tag = split_ref(ref)
-        with self._translated(f"tagging {ref}"):
-            self._docker.api.tag(image_id, repo, tag)
+        parsed = _parsed_ref(ref)
+        if parsed.digest is not None or parsed.tag is None:
+            raise UsageError(f"cannot tag an image as {parsed}: a tag is repository:tag")
+        with self._translated(f"tagging {parsed}"):
+            self._docker.api.tag(_image_id(image_id), parsed.repository, str(parsed.tag))
 
-    def untag(self, ref: str) -> None:
-        """Remove one name of an image; the image stays while it has other names or users."""
+    def untag(self, ref: ImageRef | str) -> None:
+        """Remove one name of an image; the image stays while it has other names or users.
+
+        Only a name (``repo:tag`` or ``repo@digest``): an image id here would remove the image.
+        """
+        parsed = _parsed_ref(ref)
+        if parsed.tag is None and parsed.digest is None:
+            raise UsageError(f"cannot untag {parsed}: name the tag or digest to remove")
         try:
-            with self._translated(f"untagging {ref}"):
-                self._docker.api.remove_image(ref, force=False, noprune=True)
+            with self._translated(f"untagging {parsed}"):
+                self._docker.api.remove_image(str(parsed), force=False, noprune=True)
         except NotFoundError:
             pass
         except EngineError as exc:
             if "conflict" not in str(exc).lower():
                 raise
 
-    def remove_image(self, image_id: str) -> bool:
-        """Remove an image with all its tags; False (and nothing removed) while any container,
-        of any owner, is made from it."""
-        with self._translated(f"removing image {image_id[:19]}"):
+    def remove_image(self, image_id: str, *, unless_tagged: str) -> Literal["removed", "held", "in-use", "gone"]:
+        """Remove an image with all its names, if nobody needs it; says what happened.
+
+        ``"held"`` (nothing removed) while any of its names starts with ``unless_tagged`` (the
+        hold tags by which hosts say they need it: checked right before the removal, not when
+        the caller decided), ``"in-use"`` while any container, of any owner, is made from it or
+        other images are built on it; ``"gone"`` when the engine no longer has it, ``"removed"``
+        otherwise.
+        """
+        image_id = _image_id(image_id)
+        action = f"removing image {image_id[:19]}"
+        with self._translated(action):
+            try:
+                names = self._docker.api.inspect_image(image_id).get("RepoTags") or []
+            except docker.errors.NotFound:
+                return "gone"
+            if any(name.startswith(unless_tagged) for name in names):
+                return "held"
             if self._docker.api.containers(all=True, filters={"ancestor": image_id}):
-                return False
+                return "in-use"
         try:
-            with self._translated(f"removing image {image_id[:19]}"):
+            with self._translated(action):
                 # force: the image has several names (repo:tag, repo@digest) and all must go.
                 self._docker.api.remove_image(image_id, force=True)
         except NotFoundError:
-            pass
+            return "gone"
         except EngineError as exc:
             if "conflict" in str(exc).lower():  # e.g. other images are built on it
-                return False
+                return "in-use"
             raise
-        return True
+        return "removed"
 
-    def read_files(self, image: str, paths: list[str], *, labels: dict[str, str]) -> dict[str, bytes | None]:
+    def read_files(self, image: ImageRef | str, paths: list[str], *,
+                   labels: dict[str, str]) -> dict[str, bytes | None]:
         """Read files out of an image without running it: None for a path that is not there.
 
         A helper container is created (never started), labelled so that leftovers from a crash
-        can be found, and removed afterwards. Symbolic links inside the image are followed.
+        can be found, and removed afterwards (by the id this call was given: it is this call's
+        own). Symbolic links inside the image are followed.
         """
         out: dict[str, bytes | None] = {}
+        image = _image_name(image)
         with self._translated(f"reading files from image {image}"):
             api = self._docker.api
             container = api.create_container(image, command=["/osctl-never-started"],
@@ -284,7 +321,7 @@ class Engine:
         with self._translated(f"creating container {spec.name}"):
             for mount in spec.mounts:
                 if mount.volume:
-                    self._ensure_volume(mount.source, spec.volume_labels.get(mount.source, {}))
+                    self._ensure_volume(_object_name(mount.source, "volume"), spec.volume_labels.get(mount.source, {}))
             host_config = api.create_host_config(
                 binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
                 network_mode=spec.network_mode, privileged=spec.privileged, init=True,
@@ -296,8 +333,8 @@ class Engine:
                                "timeout": _ns(spec.probe.timeout), "retries": spec.probe.retries,
                                "start_period": _ns(spec.probe.start_period)}
             created = api.create_container(
-                spec.image, command=spec.command, entrypoint=spec.entrypoint, environment=spec.environment,
-                labels=spec.labels, name=spec.name, host_config=host_config, healthcheck=healthcheck,
+                _image_name(spec.image), command=spec.command, entrypoint=spec.entrypoint, environment=spec.environment,
+                labels=spec.labels, name=_object_name(spec.name, "container"), host_config=host_config, healthcheck=healthcheck,
                 detach=True, stop_signal="SIGTERM", working_dir=spec.working_dir,
             )
         return str(created["Id"])
@@ -310,17 +347,17 @@ class Engine:
 
     def start(self, container_id: str) -> None:
         with self._translated(f"starting container {container_id[:12]}"):
-            self._docker.api.start(container_id)
+            self._docker.api.start(_object_name(container_id, "container"))
 
     def stop(self, container_id: str, timeout: float = 10.0) -> None:
         with contextlib.suppress(NotFoundError), self._translated(f"stopping container {container_id[:12]}"):
-            self._docker.api.stop(container_id, timeout=max(0, int(timeout)))
+            self._docker.api.stop(_object_name(container_id, "container"), timeout=max(0, int(timeout)))
 
     def inspect(self, container_id: str) -> ContainerState | None:
         """The container's state, or None when it does not exist."""
         try:
             with self._translated(f"inspecting container {container_id[:12]}"):
-                attrs = self._docker.api.inspect_container(container_id)
+                attrs = self._docker.api.inspect_container(_object_name(container_id, "container"))
         except NotFoundError:
             return None
         state = attrs.get("State") or {}
@@ -337,7 +374,8 @@ class Engine:
         """The exit code once the container stops, or None if it still runs after ``timeout``."""
         try:
             with self._translated(f"waiting for container {container_id[:12]}"):
-                return int(self._docker.api.wait(container_id, timeout=timeout)["StatusCode"])
+                return int(self._docker.api.wait(_object_name(container_id, "container"),
+                                                 timeout=timeout)["StatusCode"])
         except EngineError as exc:
             if isinstance(exc.__cause__, requests.exceptions.RequestException | docker.errors.DockerException):
                 return None
@@ -360,7 +398,7 @@ class Engine:
             with self._translated(f"probing container {container_id[:12]}"):
                 if _UNENDED_PROBES.running(container_id, self._end_probe):
                     return False
-                exec_id = api.exec_create(container_id, argv, stdout=False, stderr=False)["Id"]
+                exec_id = api.exec_create(_object_name(container_id, "container"), argv, stdout=False, stderr=False)["Id"]
                 api.exec_start(exec_id, detach=True)
                 deadline = time.monotonic() + timeout
                 while True:
@@ -410,7 +448,7 @@ class Engine:
     def logs(self, container_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[bytes]:
         """The container's output (stdout and stderr, as written), streamed when following."""
         with self._translated(f"reading logs of {container_id[:12]}"):
-            stream = self._docker.api.logs(container_id, stream=True, follow=follow,
+            stream = self._docker.api.logs(_object_name(container_id, "container"), stream=True, follow=follow,
                                            tail="all" if tail is None else tail)
             yield from stream
 
@@ -439,8 +477,8 @@ class Engine:
     def run_to_completion(self, spec: ContainerSpec, timeout: float) -> tuple[int | None, str]:
         """Run a helper container to its end: (exit code or None on timeout, its output).
 
-        The container is removed afterwards whatever happens; its output is returned so the
-        caller can keep it in a log.
+        The container is removed afterwards whatever happens (it carries ``spec``'s host label,
+        which the removal checks); its output is returned so the caller can keep it in a log.
         """
         container_id = self.create(spec)
         try:
@@ -451,21 +489,51 @@ class Engine:
             output = b"".join(self.logs(container_id)).decode("utf-8", errors="replace")
             return code, output
         finally:
-            self.remove_container(container_id)
+            self.remove_container(container_id, host_id=spec.labels.get(LABEL_HOST, ""))
 
-    def stop_and_remove(self, container_id: str, timeout: float = 10.0) -> None:
-        """Stop a container (its processes get SIGTERM, then SIGKILL after ``timeout``) and remove
-        it; named volumes stay. A container already gone is fine."""
-        self.stop(container_id, timeout)
-        self.remove_container(container_id)
+    def stop_and_remove(self, container_id: str, timeout: float = 10.0, *, host_id: str) -> None:
+        """Stop a container of ``host_id`` (its processes get SIGTERM, then SIGKILL after
+        ``timeout``) and remove it; named volumes stay. A container already gone is fine; one
+        that is not ``host_id``'s is refused before anything is done to it."""
+        if self._owned("container", container_id, host_id):
+            self.stop(container_id, timeout)
+            self._remove_container(container_id)
 
-    def remove_container(self, container_id: str) -> None:
+    def remove_container(self, container_id: str, *, host_id: str) -> None:
+        """Remove a container of ``host_id`` (checked by its label first); gone already is fine."""
+        if self._owned("container", container_id, host_id):
+            self._remove_container(container_id)
+
+    def _remove_container(self, container_id: str) -> None:
         with contextlib.suppress(NotFoundError), self._translated(f"removing container {container_id[:12]}"):
-            self._docker.api.remove_container(container_id, force=True, v=False)
+            self._docker.api.remove_container(_object_name(container_id, "container"), force=True, v=False)
 
-    def remove_volume(self, name: str) -> None:
-        with contextlib.suppress(NotFoundError), self._translated(f"removing volume {name}"):
-            self._docker.api.remove_volume(name, force=True)
+    def remove_volume(self, name: str, *, host_id: str) -> None:
+        """Remove a named volume of ``host_id`` (checked by its label first); gone already is fine."""
+        if self._owned("volume", name, host_id):
+            with contextlib.suppress(NotFoundError), self._translated(f"removing volume {name}"):
+                self._docker.api.remove_volume(_object_name(name, "volume"), force=True)
+
+    def _owned(self, kind: str, name: str, host_id: str) -> bool:
+        """Whether ``name`` exists, and is labelled as ``host_id``'s; anything else's is an error.
+
+        Asked right before each removal, so that a removal can only ever reach what osctl
+        created for this host, whatever id or name the caller was handed.
+        """
+        api = self._docker.api
+        try:
+            with self._translated(f"inspecting {kind} {name[:12]}"):
+                if kind == "container":
+                    labels = (api.inspect_container(_object_name(name, kind)).get("Config") or {}).get("Labels")
+                else:
+                    labels = api.inspect_volume(_object_name(name, kind)).get("Labels")
+        except NotFoundError:
+            return False
+        owner = (labels or {}).get(LABEL_HOST)
+        if not host_id or owner != host_id:
+            raise EngineError(f"refusing to remove {kind} {name[:64]}: it is not osctl's for host {host_id or '?'} "
+                              f"({LABEL_HOST}={owner or 'none'}); it was left alone")
+        return True
 
 
 class _UnendedProbes:
@@ -533,16 +601,51 @@ def _ns(seconds: float) -> int:
     return int(seconds * 1_000_000_000)
 
 
-def split_ref(ref: str) -> tuple[str, str]:
-    """``repo:tag`` -> (repo, tag); ``repo@digest`` -> (repo, digest); no tag means ``latest``."""
-    if "@" in ref:
-        repo, digest = ref.split("@", 1)
-        return repo, digest
-    last = ref.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo, tag = ref.rsplit(":", 1)
-        return repo, tag
-    return ref, "latest"
+def _refuse_redirects(client: docker.DockerClient) -> docker.DockerClient:
+    """Make every redirect of the engine an error instead of a request to follow.
+
+    The engine API never redirects, except when dockerd cleans a path holding '..': following
+    that (requests keeps the method of a 301/307, DELETE included) would act on whatever the
+    cleaned path names. A response hook runs before requests would follow it.
+    """
+    def check(resp: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        if resp.is_redirect:
+            where = requests.utils.urlparse(resp.request.url or "").path
+            resp.close()
+            raise EngineError(f"the engine redirected {resp.request.method} {where[:120]} to "
+                              f"{resp.headers.get('Location', '?')[:120]}; refused, nothing was done")
+        return resp
+
+    client.api.hooks["response"].append(check)
+    return client
+
+
+def _parsed_ref(ref: ImageRef | str) -> ImageRef:
+    """A reference checked against the grammar before the SDK puts it into a path."""
+    if isinstance(ref, ImageRef):
+        return ref
+    try:
+        return ImageRef.parse(ref)
+    except ValueError as exc:
+        raise UsageError(f"refusing to give the engine {exc}") from None
+
+
+def _image_id(value: str) -> str:
+    if not DIGEST.fullmatch(value):
+        raise UsageError(f"refusing to give the engine {value[:80]!r} as an image id (sha256:<64 hex>)")
+    return value
+
+
+def _image_name(ref: ImageRef | str) -> str:
+    """An image id (``sha256:<hex>``) as it is, or a reference that passed the grammar."""
+    return ref if isinstance(ref, str) and DIGEST.fullmatch(ref) else str(_parsed_ref(ref))
+
+
+def _object_name(value: str, kind: str) -> str:
+    """A container or volume name or id: Docker's name grammar, so nothing in it can be a path."""
+    if not _OBJECT_NAME.fullmatch(value):
+        raise UsageError(f"refusing to give the engine {value[:80]!r} as a {kind} name")
+    return value
 
 
 def _api_key(version: str) -> tuple[int, ...]:

@@ -18,6 +18,12 @@ proxies only (and none for a loopback registry, which a proxy cannot reach): ``~
 ``REQUESTS_CA_BUNDLE`` must not override what config.json and certs.d say, as they do not for
 the engine. Every transport failure is retried in one place (``_retrying``) and translated into
 one ``RegistryUnavailable``; every authentication failure into one ``RegistryAuthError``.
+
+What the registry says is parsed here, at the edge, into typed values (``models.registry``,
+``models.refs``) or refused with a ``RegistryError`` that names the registry and the tag: a
+registry is outside text like any other, and its digests end up in engine API paths. Every body
+read is bounded (``MAX_BODY``), every digest header must be a digest and match the body it
+came with, and a manifest whose sizes are not numbers is that tag's error, not a crash.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ from tenacity import wait_exponential, wait_random
 
 from osctl.adapters.netaddr import is_loopback
 from osctl.adapters.registryauth import Authorizer, error_text, json_object
-from osctl.errors import NotFoundError, OsctlError, RegistryUnavailable, UsageError
-from osctl.models.registry import TagManifest
+from osctl.errors import NotFoundError, OsctlError, RegistryError, RegistryUnavailable, UsageError
+from osctl.models.refs import Digest, Tag
+from osctl.models.registry import TagManifest, Unreadable
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ WAIT_MIN = 0.1
 WAIT_MAX = 2.0
 RETRY_AFTER_MAX = 5.0  # a 429's Retry-After is honoured, but never beyond this
 MAX_WORKERS = 16  # requests in flight at once from ``manifests``, and connections kept per host
+MAX_BODY = 4 << 20  # bytes read of any answer: Distribution refuses manifests above 4 MiB itself
 
 IMAGE_TYPES = ("application/vnd.docker.distribution.manifest.v2+json",
                "application/vnd.oci.image.manifest.v1+json")
@@ -62,7 +70,6 @@ ACCEPT = ", ".join(IMAGE_TYPES[:1] + LIST_TYPES[:1] + IMAGE_TYPES[1:] + LIST_TYP
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_REF = re.compile(r"[\w][\w.-]{0,127}|[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
 _HINT_DOWN = "check that the registry is running and reachable; versions already stored work offline"
 
 
@@ -124,58 +131,140 @@ class Registry:
             resp = self._call("GET", url, "application/json", missing=lambda: NotFoundError(
                 f"{self.repository} does not exist in the registry (NAME_UNKNOWN)",
                 hint=f"check the repository name; the registry at {self.host} holds no tags for {self.name}"))
-            tags.extend(json_object(resp, self.host, "tag list").get("tags") or [])
+            tags.extend(self._tag_page(json_object(resp, self.host, "tag list")))
             url = _next_link(resp.headers.get("Link"), resp.url)
             if url and not url.startswith(f"{self.base_url}/"):
-                raise OsctlError(f"the registry at {self.host} sent a next-page link to another host: {url}")
+                raise RegistryError(f"the registry at {self.host} sent a next-page link to another host: {url!r:.80}")
         return tags
 
+    def _tag_page(self, doc: dict[str, Any]) -> list[str]:
+        """One page's tags. Not a list of strings: the answer is unusable. A string that is not a
+        tag names nothing a registry can hold, so it is left out, as non-version tags are above."""
+        found = doc.get("tags") or []
+        if not isinstance(found, list) or not all(isinstance(tag, str) for tag in found):
+            raise RegistryError(f"the registry at {self.host} sent a tag list of {self.name} that is not a list "
+                                "of strings", hint="the registry is broken or hostile; stored versions work offline")
+        valid = [tag for tag in found if _is_tag(tag)]
+        if len(valid) < len(found):
+            log.warning("the registry at %s listed %d names that are not tags; left out", self.host,
+                        len(found) - len(valid))
+        return valid
+
     def manifest(self, tag_or_digest: str) -> TagManifest:
-        """The manifest ``tag_or_digest`` points at now: digest, media type and pull size."""
+        """The manifest ``tag_or_digest`` points at now: digest, media type, pull size, config blob.
+
+        A ``RegistryError`` naming the tag when the answer is not a manifest osctl can use.
+        """
         resp = self._call("GET", self._manifest_url(tag_or_digest), ACCEPT,
                           missing=lambda: self._not_found(tag_or_digest))
-        doc = json_object(resp, self.host, f"manifest of {tag_or_digest}")
+        doc = json_object(resp, self.host, f"manifest of {self._shown(tag_or_digest)}")
         media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
         if media_type not in IMAGE_TYPES + LIST_TYPES:
-            media_type = str(doc.get("mediaType") or media_type)
-        digest = resp.headers.get("Docker-Content-Digest") or f"sha256:{hashlib.sha256(resp.content).hexdigest()}"
-        if media_type in LIST_TYPES or "manifests" in doc:
-            size = 0
-        else:
-            parts = [doc.get("config"), *(doc.get("layers") or [])]
-            size = sum(int(part.get("size") or 0) for part in parts if isinstance(part, dict))
-        return TagManifest(tag_or_digest, digest, size, media_type)
+            media_type = str(doc.get("mediaType") or media_type)[:100]
+        digest = self._content_digest(resp, tag_or_digest)
+        try:
+            size, config = _manifest_facts(doc, media_type)
+        except ValueError as exc:
+            raise self._unusable(tag_or_digest, "a malformed manifest", str(exc)) from None
+        return TagManifest(tag_or_digest, digest, size, media_type, config)
 
-    def manifests(self, tags: list[str], workers: int = 8) -> dict[str, TagManifest]:
-        """``manifest`` for many tags at once; a tag deleted since it was listed is left out.
+    def manifests(self, tags: list[str], workers: int = 8) -> dict[str, TagManifest | Unreadable]:
+        """``manifest`` for many tags at once; a tag deleted since it was listed is left out, a
+        tag whose manifest is malformed is ``Unreadable`` (one bad tag must not hide the others).
 
         One request per tag is unavoidable (the API has no batch call), so they run in a
-        thread pool: 200 tags cost about as long as 200/workers round trips. Workers beyond
-        ``MAX_WORKERS`` would open connections the session does not keep, so there are no more.
+        thread pool: 200 tags cost about as long as 200/workers round trips.
         """
-        def one(tag: str) -> TagManifest | None:
+        def one(tag: str) -> TagManifest | Unreadable | None:
             try:
                 return self.manifest(tag)
             except NotFoundError:
                 return None
+            except RegistryError as exc:
+                return Unreadable(tag, exc.reason)
 
-        if not tags:
-            return {}
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tags), MAX_WORKERS)),
-                                thread_name_prefix="registry") as pool:
-            futures = [pool.submit(one, tag) for tag in tags]
+        found = self._parallel(one, tags, workers)
+        return {m.tag: m for m in found if m is not None}
+
+    def digest(self, tag: str) -> Digest:
+        """The digest ``tag`` points at, from a HEAD: no manifest body is transferred."""
+        resp = self._call("HEAD", self._manifest_url(tag), ACCEPT, missing=lambda: self._not_found(tag))
+        if "Docker-Content-Digest" not in resp.headers:
+            return self.manifest(tag).digest
+        return self._header_digest(resp, tag)
+
+    def image_labels(self, config: Digest, tag: str) -> dict[str, str]:
+        """The labels in an image's config blob (what ``docker inspect`` shows), without a pull.
+
+        The blob is content-addressed: what arrives must hash to ``config``, so a cache keyed by
+        the digest never needs refreshing.
+        """
+        config = Digest(config)
+        resp = self._call("GET", f"{self.base_url}/v2/{self.name}/blobs/{config}", "*/*",
+                          missing=lambda: self._unusable(tag, "no image config", f"blob {config[:19]}... is missing"))
+        if hashlib.sha256(resp.content).hexdigest() != config.hex:
+            raise self._unusable(tag, "an image config", f"the blob does not hash to {config[:19]}...")
+        doc = json_object(resp, self.host, f"image config of {self._shown(tag)}")
+        section = doc.get("config") or {}
+        labels = (section.get("Labels") if isinstance(section, dict) else section) or {}
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise self._unusable(tag, "an image config", "its labels are not a map of strings")
+        return labels
+
+    def image_labels_many(self, configs: dict[Digest, str], workers: int = 8
+                          ) -> dict[Digest, dict[str, str] | Unreadable]:
+        """``image_labels`` for ``config digest -> a tag that names it``, concurrently."""
+        def one(config: Digest) -> dict[str, str] | Unreadable:
             try:
-                found = [future.result() for future in futures]
+                return self.image_labels(config, configs[config])
+            except RegistryError as exc:
+                return Unreadable(configs[config], exc.reason)
+
+        digests = sorted(configs)
+        return dict(zip(digests, self._parallel(one, digests, workers), strict=True))
+
+    def _parallel(self, one: Callable[[Any], Any], items: list[Any], workers: int) -> list[Any]:
+        """``one`` of each item, in a thread pool of at most ``MAX_WORKERS`` (the connections kept)."""
+        if not items:
+            return []
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items), MAX_WORKERS)),
+                                thread_name_prefix="registry") as pool:
+            futures = [pool.submit(one, item) for item in items]
+            try:
+                return [future.result() for future in futures]
             except BaseException:
                 for future in futures:
                     future.cancel()
                 raise
-        return {m.tag: m for m in found if m is not None}
 
-    def digest(self, tag: str) -> str:
-        """The digest ``tag`` points at, from a HEAD: no manifest body is transferred."""
-        resp = self._call("HEAD", self._manifest_url(tag), ACCEPT, missing=lambda: self._not_found(tag))
-        return resp.headers.get("Docker-Content-Digest") or self.manifest(tag).digest
+    # -- what the registry says about digests ----------------------------------------------
+    def _content_digest(self, resp: requests.Response, ref: str) -> Digest:
+        """The manifest's digest: the header when sent, and it must be the body's own."""
+        computed = Digest(f"sha256:{hashlib.sha256(resp.content).hexdigest()}")
+        if "Docker-Content-Digest" not in resp.headers:
+            return computed
+        said = self._header_digest(resp, ref)
+        if said != computed:
+            raise self._unusable(ref, "a manifest under another digest",
+                                 f"Docker-Content-Digest {said[:19]}... but the body is {computed[:19]}...")
+        return computed
+
+    def _header_digest(self, resp: requests.Response, ref: str) -> Digest:
+        try:
+            return Digest(resp.headers.get("Docker-Content-Digest"))
+        except ValueError as exc:
+            raise self._unusable(ref, "a Docker-Content-Digest that is not a digest", str(exc)) from None
+
+    def _unusable(self, ref: str, what: str, detail: str | None = None) -> RegistryError:
+        """The one error for an answer osctl refuses: the registry, the tag, what, and why."""
+        where = f"{self.name}{'@' if ':' in ref else ':'}{self._shown(ref)}"
+        said = f": {detail}" if detail else ""
+        return RegistryError(f"the registry at {self.host} sent {what} for {where}{said}",
+                             hint="that tag cannot be used; the registry is broken or hostile", reason=f"{what}{said}")
+
+    @staticmethod
+    def _shown(ref: str) -> str:
+        return ref if len(ref) <= 80 else ref[:77] + "..."
 
     # -- one request: authentication -------------------------------------------------------
     def _call(self, method: str, url: str, accept: str, *,
@@ -231,7 +320,9 @@ class Registry:
         # What urllib's ProxyHandler did: the environment's proxies unless no_proxy names the host.
         proxies = requests.utils.get_environ_proxies(url) if self._proxied else {}
         try:
-            resp = self._session.request(method, url, headers=headers, proxies=proxies, timeout=self._timeout)
+            resp = self._session.request(method, url, headers=headers, proxies=proxies, timeout=self._timeout,
+                                         stream=True)
+            _read_bounded(resp, self.host, where)
         except requests.RequestException as exc:
             cause = _innermost(exc)
             if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):
@@ -246,9 +337,9 @@ class Registry:
 
     # -- small helpers ---------------------------------------------------------------------
     def _manifest_url(self, ref: str) -> str:
-        if not _REF.fullmatch(ref):
-            raise UsageError(f"{ref!r} is neither a tag nor a digest")
-        return f"{self.base_url}/v2/{self.name}/manifests/{urllib.parse.quote(ref, safe=':')}"
+        if not (_is_tag(ref) or _is_digest(ref)):
+            raise UsageError(f"{ref!r:.80} is neither a tag nor a digest")
+        return f"{self.base_url}/v2/{self.name}/manifests/{ref}"
 
     def _not_found(self, ref: str) -> NotFoundError:
         sep = "@" if ":" in ref else ":"
@@ -309,6 +400,80 @@ def _tls_context(folder: Path) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"cannot use the certificates in {folder}: {exc}") from None
     return context
+
+
+def _is_tag(text: str) -> bool:
+    try:
+        return bool(Tag(text))
+    except ValueError:
+        return False
+
+
+def _is_digest(text: str) -> bool:
+    try:
+        return bool(Digest(text))
+    except ValueError:
+        return False
+
+
+def _manifest_facts(doc: dict[str, Any], media_type: str) -> tuple[int, Digest | None]:
+    """(bytes a pull moves, config blob digest) of a manifest; ValueError saying what is wrong.
+
+    A manifest list (index) is sized 0 and has no config of its own: the engine picks the
+    platform's manifest when it pulls.
+    """
+    if media_type in LIST_TYPES or "manifests" in doc:
+        entries = doc.get("manifests")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("manifests is not a list of descriptors")
+        for index, entry in enumerate(entries):
+            _descriptor(entry, f"manifests[{index}]")
+        return 0, None
+    config_size, config = _descriptor(doc.get("config"), "config")
+    layers = doc.get("layers")
+    if not isinstance(layers, list):
+        raise ValueError(f"layers is {_kind(layers)}, not a list")
+    sizes = [_descriptor(layer, f"layers[{index}]")[0] for index, layer in enumerate(layers)]
+    return config_size + sum(sizes), config
+
+
+def _descriptor(value: object, where: str) -> tuple[int, Digest]:
+    """An OCI descriptor's (size, digest): size a whole number of bytes, digest a ``Digest``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} is {_kind(value)}, not an object")
+    size = value.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError(f"{where}.size is {str(size)[:40]!r}, not a byte count")
+    try:
+        return size, Digest(value.get("digest"))
+    except ValueError as exc:
+        raise ValueError(f"{where}.digest: {exc}") from None
+
+
+def _kind(value: object) -> str:
+    return "missing" if value is None else f"{type(value).__name__} {str(value)[:40]!r}"
+
+
+def _read_bounded(resp: requests.Response, host: str, where: str) -> None:
+    """Read the body into ``resp.content``, refusing more than ``MAX_BODY`` bytes.
+
+    A registry sends manifests, tag pages and configs of kilobytes; a body of gigabytes is an
+    attack on memory, so it is cut off (and the connection dropped) instead of being held.
+    """
+    declared = resp.headers.get("Content-Length", "")
+    too_large = RegistryError(f"the registry at {host} answered {where} with more than "
+                              f"{MAX_BODY >> 20} MiB; refused", hint="the registry is broken or hostile")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        resp.close()
+        raise too_large
+    chunks, size = [], 0
+    for chunk in resp.iter_content(65536):
+        size += len(chunk)
+        if size > MAX_BODY:
+            resp.close()
+            raise too_large
+        chunks.append(chunk)
+    resp._content = b"".join(chunks)  # what ``resp.content`` would hold had requests read it
 
 
 def _next_link(header: str | None, current: str) -> str | None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from osctl.errors import OsctlError, RegistryAuthError
+from osctl.errors import OsctlError, RegistryAuthError, RegistryError
 
 HELPER_TIMEOUT = 10.0  # for docker-credential-* helpers
 
@@ -174,7 +174,7 @@ def json_object(resp: requests.Response, host: str, what: str) -> dict[str, Any]
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise OsctlError(f"the registry at {host} sent an unreadable {what}")
+        raise RegistryError(f"the registry at {host} sent an unreadable {what} (not a JSON object)")
     return data
 
 

@@ -21,11 +21,11 @@ def image() -> None:
 @json_option
 @pass_app
 def validate(app: AppContext, target: str, no_pull: bool, as_json: bool) -> None:
-    """Validate TARGET: a release.yaml file, an image reference, or a version of --image.
+    """Validate TARGET: a release.yaml file, a version of --image, or an image reference with
+    its registry (127.0.0.1:5000/osctl/os:v1.4); osctl never pulls from a registry not named.
 
     Exit 0 when it is a valid OS image (or manifest), 2 with the first problem otherwise.
     """
-    from osctl.models.version import try_parse
     from osctl.operations import osimage
 
     if Path(target).is_file() or target.endswith((".yaml", ".yml")):
@@ -33,9 +33,9 @@ def validate(app: AppContext, target: str, no_pull: bool, as_json: bool) -> None
         result = {"target": target, "version": manifest.version, "services": sorted(manifest.services),
                   "manifest": manifest.model_dump(mode="json")}
     else:
-        ref = f"{app.settings.require_image()}:{target}" if try_parse(target) and "/" not in target else target
+        ref = osimage.image_target(target, lambda: app.settings.require_image(), pull=not no_pull)
         report = osimage.inspect_os_image(app.engine, ref, host_id=app.settings.host_id, pull=not no_pull)
-        result = {"target": ref, "version": report.version, "services": sorted(report.manifest.services),
+        result = {"target": str(ref), "version": report.version, "services": sorted(report.manifest.services),
                   "image_id": report.image.id, "boot_artifacts": {path: len(data) for path, data in report.artifacts.items()},
                   "manifest": report.manifest.model_dump(mode="json")}
     if as_json:

@@ -33,21 +33,26 @@ def list_versions(app: AppContext, include_all: bool, offline: bool, as_json: bo
     if as_json:
         render.print_json([row.as_dict() for row in rows])
         return
+    from rich.markup import escape
     from rich.table import Table
 
+    notes = any(row.invalid for row in rows)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("VERSION", "STATE", "DIGEST", "SIZE", "DATE"):
+    for column in ("VERSION", "STATE", "DIGEST", "SIZE", "DATE", *(("WHY",) if notes else ())):
         table.add_column(column)
     for row in rows:
+        valid = row.available and not row.invalid
         marks = [name for flag, name in ((row.running, "[green]running[/]"), (row.next_boot, "[cyan]next-boot[/]"),
                                          (row.previous, "previous"), (row.stored, "stored"),
-                                         (row.available, "[dim]available[/]"), (row.pinned, "[yellow]pinned[/]"))
+                                         (valid, "[dim]available[/]"), (bool(row.invalid), "[red]invalid[/]"),
+                                         (row.pinned, "[yellow]pinned[/]"))
                  if flag]
         if row.stored and row.registry_digest and row.registry_digest != row.digest:
             marks.append("[red]tag-moved[/]")
         size = _size(row.size) if row.stored else f"[dim]{_size(row.download_size)} to pull[/]"
-        table.add_row(row.version, " ".join(marks), (row.digest or "-").removeprefix("sha256:")[:12],
-                      size, (row.date or "")[:10])
+        cells = [row.version, " ".join(marks), (row.digest or "-").removeprefix("sha256:")[:12], size,
+                 (row.date or "")[:10]]
+        table.add_row(*cells, *((escape(row.invalid or ""),) if notes else ()))
     if rows:
         render.stdout.print(table)
     else:

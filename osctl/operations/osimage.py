@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osctl.adapters import fsutil
-from osctl.adapters.engine import Engine, split_ref
+from osctl.adapters.engine import Engine
 from osctl.constants import LABEL_OS_VERSION, MANIFEST_PATH
 from osctl.domain.manifest import parse_manifest
 from osctl.domain.naming import host_labels
 from osctl.errors import ImageFileError, Issue, ManifestError, NotFoundError, UsageError
 from osctl.models.engine import ImageInfo, PullProgress
 from osctl.models.manifest import ReleaseManifest
+from osctl.models.refs import ImageRef
 from osctl.models.version import try_parse
 
 
@@ -26,7 +27,7 @@ from osctl.models.version import try_parse
 class OsImageReport:
     """An image that passed every check, and what it holds."""
 
-    ref: str
+    ref: ImageRef
     image: ImageInfo
     manifest: ReleaseManifest
     manifest_text: bytes
@@ -49,9 +50,34 @@ def validate_manifest_file(path: Path) -> ReleaseManifest:
     return parse_manifest(text, str(path))
 
 
+def image_target(text: str, repository: Callable[[], str], *, pull: bool) -> ImageRef:
+    """What ``osctl image validate TEXT`` checks: a version of ``repository()`` when TEXT is a
+    bare word, else a reference; refused when osctl would pull it from a registry nobody named.
+
+    The engine resolves a reference without a registry host (``latest``, ``osctl/os:v1``) to
+    Docker Hub; osctl never contacts a registry the user did not name, so such a reference is
+    only accepted with ``--no-pull`` (an image the engine already holds).
+    """
+    example = "e.g. 127.0.0.1:5000/osctl/os:v1.4"
+    if not any(mark in text for mark in "/:@"):
+        if try_parse(text) is None:
+            raise UsageError(f"{text!r} is not a version (of --image) nor an image reference with a registry",
+                             hint=f"name a version such as v1.4, or a whole reference, {example}")
+        return ImageRef(repository()).with_tag(text)
+    try:
+        ref = ImageRef.parse(text)
+    except ValueError as exc:
+        raise UsageError(str(exc), hint=f"a reference names its registry, {example}") from None
+    if ref.registry is None and pull:
+        raise UsageError(f"{text!r} names no registry host, and osctl never pulls from one not named "
+                         "(the engine would ask Docker Hub)",
+                         hint=f"give its registry, {example}; or --no-pull for an image the engine holds")
+    return ref
+
+
 def inspect_os_image(
     engine: Engine,
-    ref: str,
+    ref: ImageRef,
     *,
     host_id: str,
     pull: bool = True,
@@ -69,18 +95,17 @@ def inspect_os_image(
             raise NotFoundError(f"the engine does not hold {ref}", hint="pull it first, or drop --no-pull")
         info = engine.pull(ref, progress)
 
-    _, tag = split_ref(ref)
-    tag = expected_version or tag
+    tag = expected_version or (ref.tag if ref.digest is None else None)
     label = info.labels.get(LABEL_OS_VERSION)
     if label is None:
-        raise ManifestError(ref, [Issue("labels", f"no {LABEL_OS_VERSION} label: this is not an osctl OS image")])
-    tag_is_version = try_parse(tag) is not None
+        raise ManifestError(str(ref), [Issue("labels", f"no {LABEL_OS_VERSION} label: this is not an osctl OS image")])
+    tag_is_version = tag is not None and try_parse(tag) is not None
     if tag_is_version and label != tag:
-        raise ManifestError(ref, [Issue(f"labels.{LABEL_OS_VERSION}", f"{label!r} differs from the tag {tag!r}")])
+        raise ManifestError(str(ref), [Issue(f"labels.{LABEL_OS_VERSION}", f"{label!r} differs from the tag {tag!r}")])
 
     text = _read_files(engine, ref, {"": MANIFEST_PATH}, host_id)[MANIFEST_PATH]
     if text is None:
-        raise ManifestError(ref, [Issue("", f"the image has no {MANIFEST_PATH}: this is not an osctl OS image")])
+        raise ManifestError(str(ref), [Issue("", f"the image has no {MANIFEST_PATH}: this is not an osctl OS image")])
     manifest = parse_manifest(text, f"{ref}:{MANIFEST_PATH}", expected_version=label)
 
     wanted = {"boot.kernel": manifest.boot.kernel}

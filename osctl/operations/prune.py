@@ -53,15 +53,12 @@ def prune(settings: Settings, engine: Engine, *, keep: int, dry_run: bool = Fals
                 engine.untag(hold_ref(settings.host_id, version, image))
             for image in sorted(records[version].image_ids - still_needed):
                 still_needed.add(image)  # handled once, even when two versions share it
-                info = engine.image(image)
-                if info is None:
-                    continue
-                if any(tag.startswith(f"{HOLD_REPOSITORY}/") for tag in info.repo_tags):
-                    plan.images_held_elsewhere.append(image)
-                elif engine.remove_image(image):
-                    plan.images_removed.append(image)
-                else:
-                    plan.images_kept_in_use.append(image)
+                # Any host's hold tag (ours are gone now) keeps it: checked by the engine adapter
+                # right before the removal, so a host that holds it since the plan is respected.
+                outcome = engine.remove_image(image, unless_tagged=f"{HOLD_REPOSITORY}/")
+                if outcome != "gone":
+                    {"removed": plan.images_removed, "held": plan.images_held_elsewhere,
+                     "in-use": plan.images_kept_in_use}[outcome].append(image)
         return plan
 
 

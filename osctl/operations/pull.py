@@ -18,11 +18,13 @@ from osctl.adapters.locking import host_lock
 from osctl.adapters.registry import Registry
 from osctl.constants import MANIFEST_PATH
 from osctl.domain.current import make_current
+from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.naming import hold_ref
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
-from osctl.errors import IntegrityError, NotFoundError, OsctlError
+from osctl.errors import IntegrityError, ManifestError, NotFoundError, OsctlError
 from osctl.models.engine import PullProgress
+from osctl.models.refs import ImageRef
 from osctl.models.registry import TagManifest
 from osctl.models.store import StoreRecord
 from osctl.models.version import OsVersion, try_parse
@@ -67,11 +69,13 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
     store.clean_leftovers()
     registry = registry or Registry(repo)
     wanted = resolve(registry, repo, tag)
-    by_digest = f"{repo}@{wanted.digest}"
+    by_digest = ImageRef(repo).at(wanted.digest)
     was_there = engine.image(by_digest) is not None
     try:
         report = verified_image(settings, engine, registry, by_digest, tag, wanted, progress)
-    except OsctlError:
+    except OsctlError as exc:
+        if isinstance(exc, ManifestError):  # this digest is no OS image: list-versions and upgrade learn it
+            ImageFacts(settings.root).remember_failure(wanted.digest, exc.message)
         if not was_there:  # leave the engine as it was: drop the name this pull added
             engine.untag(by_digest)
         raise
@@ -79,7 +83,7 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
     service_images = {}
     for ref in sorted({s.image for s in report.manifest.services.values() if s.image}):
         service_images[ref] = engine.pull(ref, progress).id
-    engine.tag(report.image.id, f"{repo}:{tag}")
+    engine.tag(report.image.id, ImageRef(repo).with_tag(tag))
 
     boot = report.manifest.boot
     files = {"release.yaml": (MANIFEST_PATH, report.manifest_text),
@@ -95,11 +99,12 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
     )
     hold_images(engine, settings.host_id, record)
     store.save(record)
+    ImageFacts(settings.root).forget_failure(wanted.digest)
     make_current(settings.root)  # every stored version has its boot loader entry
     return PullResult(record, already_stored=False)
 
 
-def verified_image(settings: Settings, engine: Engine, registry: Registry, by_digest: str, tag: str,
+def verified_image(settings: Settings, engine: Engine, registry: Registry, by_digest: ImageRef, tag: str,
                    wanted: TagManifest, progress: Callable[[PullProgress], None] | None) -> OsImageReport:
     """Pull by digest and check the image contract, the digest, and that the tag did not move."""
     repo = registry.repository

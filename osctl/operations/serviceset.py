@@ -252,7 +252,7 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
         if action is Action.REMOVE:
             stray = observed.pop(name)
             with contextlib.suppress(Superseded), _changing(engine, sset, guard, name, stray.id, {}):
-                engine.stop_and_remove(stray.id, STOP_TIMEOUT)
+                engine.stop_and_remove(stray.id, STOP_TIMEOUT, host_id=sset.host_id)
     progress = _Progress(names)
     deadline = time.monotonic() + timeout
     needs_health = {dep for n in names for dep, cond in sset.depends_on(n).items() if cond == "service_healthy"}
@@ -335,7 +335,7 @@ def _make_running(engine: Engine, sset: ServiceSet, name: str, action: Action,
     """(Re)create the service's container if it must be, and start it if it does not run."""
     result = ServiceResult.UNCHANGED
     if action is Action.RECREATE and current is not None:
-        engine.stop_and_remove(current.id, STOP_TIMEOUT)
+        engine.stop_and_remove(current.id, STOP_TIMEOUT, host_id=sset.host_id)
         current, result = None, ServiceResult.RECREATED
     if current is None:
         container_id = create_container(engine, sset, name)
@@ -440,7 +440,7 @@ def down(engine: Engine, host_id: str, version: str | None, *, manifest: Release
     def stop_one(item: tuple[str, ContainerState]) -> str:
         name, container = item
         if remove:
-            engine.stop_and_remove(container.id, STOP_TIMEOUT)
+            engine.stop_and_remove(container.id, STOP_TIMEOUT, host_id=host_id)
         else:
             engine.stop(container.id, STOP_TIMEOUT)
         events(ServiceOutcome(name, ServiceResult.REMOVED if remove else ServiceResult.STOPPED))

@@ -20,6 +20,7 @@ from osctl.adapters.locking import check_unlocked, host_lock
 from osctl.adapters.registry import Registry
 from osctl.domain import bootpointer, servicestate
 from osctl.domain.current import make_current
+from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.journal import Journal, crash_point
 from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
@@ -30,9 +31,10 @@ from osctl.models.events import Events, SkipReason, Step, StepEvent, ignore
 from osctl.models.journal import Kind, Stop, Transaction
 from osctl.models.manifest import ReleaseManifest
 from osctl.models.store import BootPointer
-from osctl.models.version import OsVersion, try_parse
+from osctl.models.version import OsVersion
 from osctl.operations import serviceset
 from osctl.operations.pull import pull_version
+from osctl.operations.releases import newest_valid_release
 from osctl.operations.services import skipped
 from osctl.operations.serviceset import Skip
 
@@ -118,11 +120,8 @@ def decide(settings: Settings, kind: Kind, target: str | None, *, registry: Regi
 
 
 def newest_release(settings: Settings, registry: Registry | None) -> str:
-    registry = registry or Registry(settings.require_image())
-    versions = sorted(v for v in map(try_parse, registry.tags()) if v is not None and not v.is_prerelease)
-    if not versions:
-        raise UsageError(f"{registry.repository} holds no released version", hint="name one with --to V")
-    return str(versions[-1])
+    """The newest release that is a valid OS version: an invalid newest tag is passed over."""
+    return newest_valid_release(registry or Registry(settings.require_image()), ImageFacts(settings.root))
 
 
 def _compare(settings: Settings, plan: Plan) -> None:
@@ -260,7 +259,7 @@ def _drop_new_volumes(settings: Settings, engine: Engine, version: str, before: 
     used = {m.source for name in ran if name in specs for m in specs[name].mounts if m.volume}
     for name in sorted(_volume_names(engine, settings.host_id) - before - used):
         with contextlib.suppress(OsctlError):  # e.g. in use by the set that runs again: it stays
-            engine.remove_volume(name)
+            engine.remove_volume(name, host_id=settings.host_id)
 
 
 def _stop_old_set(settings: Settings, engine: Engine, journal: Journal, txn: Transaction,
@@ -284,7 +283,7 @@ def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
     for name in sset.specs:
         current = observed.get(name)
         if current is not None:  # from an earlier, failed attempt: start clean
-            engine.stop_and_remove(current.id, serviceset.STOP_TIMEOUT)
+            engine.stop_and_remove(current.id, serviceset.STOP_TIMEOUT, host_id=sset.host_id)
         if name not in skip:
             # One that cannot be created (a bind leading outside the root) is left to ``up``,
             # which fails that service, by name, with the reason.

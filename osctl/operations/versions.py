@@ -2,7 +2,8 @@
 
 The registry is read live (tags, then every version tag's manifest, concurrently) so the list
 never misses a release; when it cannot be reached the stored versions are still listed, with a
-warning, because a host must be manageable offline.
+warning, because a host must be manageable offline. A tag that is not a valid OS version (see
+``releases``), or whose manifest the registry serves malformed, is listed as invalid, with why.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from osctl.adapters.locking import host_lock
 from osctl.adapters.registry import Registry
 from osctl.constants import LABEL_ROLE, LABEL_VERSION, ROLE_SERVICE
 from osctl.domain import bootpointer
+from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import EngineUnavailable, NotFoundError, OsctlError, UsageError
-from osctl.models.registry import TagManifest
 from osctl.models.store import StoreRecord
 from osctl.models.version import OsVersion, try_parse
+from osctl.operations.releases import RemoteTag, judge_tags
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class VersionRow:
     size: int | None  # bytes the stored images take in the engine (None when not stored)
     download_size: int | None  # bytes a pull moves, as the registry's manifest says
     date: str | None
+    invalid: str | None = None  # why the registry's tag is not a valid OS version (None: it is, or unknown)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -71,7 +74,7 @@ def list_versions(
         except EngineUnavailable as exc:
             warn(f"{exc.message}; running versions are not shown")
             running = set()
-        remote: dict[str, TagManifest] = remote_future.result() if remote_future else {}
+        remote: dict[str, RemoteTag] = remote_future.result() if remote_future else {}
     pointer = bootpointer.read(settings.root)
 
     rows = []
@@ -79,7 +82,8 @@ def list_versions(
         parsed = try_parse(tag)
         if parsed is None:
             continue
-        record, manifest = stored.get(tag), remote.get(tag)
+        record, judged = stored.get(tag), remote.get(tag)
+        manifest = judged.manifest if judged else None
         mine = record is not None or tag in running or tag in (pointer.next_boot, pointer.previous)
         if parsed.is_prerelease and not include_prereleases and not mine:
             continue
@@ -88,7 +92,7 @@ def list_versions(
             digest=record.digest if record else (manifest.digest if manifest else None),
             registry_digest=manifest.digest if manifest else None,
             stored=record is not None,
-            available=manifest is not None,
+            available=judged is not None,
             running=tag in running,
             next_boot=tag == pointer.next_boot,
             previous=tag == pointer.previous,
@@ -97,12 +101,13 @@ def list_versions(
             size=record.size if record else None,
             download_size=manifest.size if manifest else None,
             date=(record.created or record.stored_at) if record else None,
+            invalid=judged.invalid if judged else None,
         )))
     return [row for _, row in sorted(rows, key=lambda pair: pair[0], reverse=True)]
 
 
 def _registry_versions(settings: Settings, registry: Registry | None,
-                       warn: Callable[[str], None]) -> dict[str, TagManifest]:
+                       warn: Callable[[str], None]) -> dict[str, RemoteTag]:
     repo = settings.image
     if not repo:
         warn("no OS image repository is configured (--image / OSCTL_IMAGE); showing stored versions only")
@@ -110,7 +115,7 @@ def _registry_versions(settings: Settings, registry: Registry | None,
     try:
         registry = registry or Registry(repo)
         tags = [t for t in registry.tags() if try_parse(t) is not None]
-        return registry.manifests(tags)
+        return judge_tags(registry, tags, ImageFacts(settings.root))
     except UsageError as exc:
         if not isinstance(exc, NotFoundError):
             raise

@@ -160,13 +160,13 @@ class FakeEngine:
         """No volumes: the fake keeps none (a spec's named volumes are not created here)."""
         return []
 
-    def remove_container(self, container_id: str) -> None:
+    def remove_container(self, container_id: str, *, host_id: str = "") -> None:
         with self._lock:
             self.by_id.pop(container_id, None)
 
-    def stop_and_remove(self, container_id: str, timeout: float = 10.0) -> None:
+    def stop_and_remove(self, container_id: str, timeout: float = 10.0, *, host_id: str = "") -> None:
         self.stop(container_id, timeout)
-        self.remove_container(container_id)
+        self.remove_container(container_id, host_id=host_id)
 
     def wait(self, container_id: str, timeout: float) -> int | None:
         """The exit code of a stopped container (one being stopped stops now); None for a running

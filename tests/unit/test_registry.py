@@ -39,8 +39,8 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 USER, PASSWORD = "osctl-user", "s3cret-Pa55word"
 TOKEN = "tok-3f1c9b2e7a"
 IMAGE = {"schemaVersion": 2, "mediaType": V2,
-         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1469, "digest": "sha256:c"},
-         "layers": [{"size": 1000, "digest": "sha256:a"}, {"size": 20000, "digest": "sha256:b"}]}
+         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1469, "digest": "sha256:" + "c" * 64},
+         "layers": [{"size": 1000, "digest": "sha256:" + "a" * 64}, {"size": 20000, "digest": "sha256:" + "b" * 64}]}
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -267,7 +267,7 @@ def test_manifest_digest_is_computed_when_the_header_is_missing(stub: Stub, make
 @pytest.mark.parametrize("media_type", [LIST, OCI_INDEX])
 def test_manifest_list_has_size_zero(stub: Stub, make: Callable[..., Registry], media_type: str) -> None:
     index = {"schemaVersion": 2, "mediaType": media_type,
-             "manifests": [{"mediaType": V2, "size": 528, "digest": "sha256:1", "platform": {"os": "linux"}}]}
+             "manifests": [{"mediaType": V2, "size": 528, "digest": "sha256:" + "1" * 64, "platform": {"os": "linux"}}]}
     stub.route = lambda request: manifest_answer(index, media_type)
     found = make().manifest("v1.4")
     assert (found.size, found.media_type) == (0, media_type)
@@ -312,7 +312,7 @@ def test_manifests_run_concurrently_and_leave_out_vanished_tags(stub: Stub, make
         tag = request.path.rsplit("/", 1)[1]
         if tag in vanished:
             return answer(404, {"errors": [{"code": "MANIFEST_UNKNOWN"}]})
-        return manifest_answer({**IMAGE, "layers": [{"size": int(tag.split(".")[1])}]}, V2)
+        return manifest_answer({**IMAGE, "layers": [{"size": int(tag.split(".")[1]), "digest": "sha256:" + "d" * 64}]}, V2)
 
     stub.route = route
     started = time.monotonic()

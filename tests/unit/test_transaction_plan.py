@@ -3,6 +3,7 @@ the swap would add, remove, change or leave as it is."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ import pytest
 from osctl.domain import bootpointer
 from osctl.domain.settings import Settings
 from osctl.errors import ExitCode, HostLocked, UsageError
+from osctl.models.refs import Digest
+from osctl.models.registry import TagManifest
 from osctl.models.store import BootPointer
 from osctl.operations.transaction import decide
 from tests.support.fake_engine import store_version
@@ -51,15 +54,33 @@ boot: {kernel: /boot/vmlinuz}
 
 
 class FakeRegistry:
-    """What ``decide`` asks a registry when no version is named: its tags."""
+    """What ``decide`` asks a registry when no version is named: its tags, then the newest one's
+    manifest and config labels (``labels``: tag -> its version label, by default the tag itself)."""
 
     repository = "127.0.0.1:5000/osctl/os"
 
-    def __init__(self, *tags: str) -> None:
+    def __init__(self, *tags: str, labels: dict[str, str | None] | None = None) -> None:
         self._tags = list(tags)
+        self._labels = labels or {}
+        self.asked: list[str] = []
 
     def tags(self) -> list[str]:
         return self._tags
+
+    def manifests(self, tags: list[str]) -> dict[str, TagManifest]:
+        self.asked += tags
+        return {tag: TagManifest(tag, _digest(f"m{tag}"), 1, "v2", _digest(f"c{tag}")) for tag in tags}
+
+    def image_labels_many(self, configs: dict[Digest, str]) -> dict[Digest, dict[str, str]]:
+        out = {}
+        for config, tag in configs.items():
+            label = self._labels.get(tag, tag)
+            out[config] = {} if label is None else {"io.osctl.os.version": label}
+        return out
+
+
+def _digest(text: str) -> Digest:
+    return Digest("sha256:" + hashlib.sha256(text.encode()).hexdigest())
 
 
 @pytest.fixture
@@ -155,6 +176,21 @@ def test_without_a_target_the_newest_release_is_chosen(settings: Settings) -> No
     registry = FakeRegistry("latest", "v1.4", "v1.9", "v1.10", "v1.11-rc1", "v2.0.dev1", "main", "v1.5")
     plan = decide(settings, "upgrade", None, registry=registry)  # type: ignore[arg-type]
     assert (plan.to_version, plan.stored) == ("v1.10", False)  # 1.10 > 1.9; the rc, dev and names ignored
+
+
+def test_an_invalid_newest_release_is_passed_over(settings: Settings) -> None:
+    """Issue #19: one bad tag must not block updates: the newest valid release is taken."""
+    runs(settings, "v1.5")
+    registry = FakeRegistry("v1.9", "v1.10", "v1.11", labels={"v1.11": None, "v1.10": "v1.4"})
+    plan = decide(settings, "upgrade", None, registry=registry)  # type: ignore[arg-type]
+    assert plan.to_version == "v1.9"
+    assert registry.asked == ["v1.11", "v1.10", "v1.9"]  # newest first, one at a time
+
+
+def test_only_invalid_releases_is_refused_saying_why(settings: Settings) -> None:
+    registry = FakeRegistry("v1.9", labels={"v1.9": None})
+    with pytest.raises(UsageError, match="no valid released version.*v1.9 .no io.osctl.os.version label"):
+        decide(settings, "upgrade", None, registry=registry)  # type: ignore[arg-type]
 
 
 def test_a_registry_with_no_release_is_refused_naming_it(settings: Settings) -> None:
