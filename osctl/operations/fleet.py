@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from osctl.adapters.registry import Registry
+from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.fleetslots import FleetSemaphore, Slot
 from osctl.domain.fleetstate import read_hosts, read_rollout, update_rollout, write_rollout
 from osctl.errors import NotFoundError, UsageError
 from osctl.models.fleet import ALL_AT_ONCE, HostState, Rollout, RolloutState, Wave
 from osctl.models.version import OsVersion
 from osctl.operations.pull import resolve
+from osctl.operations.releases import judge_tags
 
 if TYPE_CHECKING:
     from osctl.adapters.etcd import Etcd
@@ -45,12 +47,18 @@ def start_rollout(settings: Settings, etcd: Etcd, request: RolloutRequest, *, ch
                   clock: Callable[[], datetime] = _utcnow) -> tuple[Rollout, Rollout | None]:
     """Write the group's rollout (replacing any other); returns it and the one it replaced.
 
-    The version is looked up in the registry first when one is configured: a typo would
-    otherwise only show up as every host of the group failing to stage.
+    The version is looked up in the registry first when one is configured, and judged as
+    ``list-versions`` judges it: a typo, or a tag that is not an OS image, would otherwise only
+    show up as every host of the group failing to stage.
     """
     tag = OsVersion.parse(request.target).tag
     if check_registry and settings.image:
-        resolve(Registry(settings.image), settings.image, tag)
+        registry = Registry(settings.image)
+        resolve(registry, settings.image, tag)
+        judged = judge_tags(registry, [tag], ImageFacts(settings.root)).get(tag)
+        if judged is not None and judged.invalid is not None:
+            raise UsageError(f"{settings.image}:{tag} is not a valid OS version ({judged.invalid})",
+                             hint="roll out another version, or publish a valid image under that tag")
     now = clock()
     rollout = Rollout(target=tag, max_concurrent=request.max_concurrent, waves=request.waves,
                       seed=random.SystemRandom().randrange(2**31), failure_budget=request.failure_budget,

@@ -211,3 +211,11 @@ def test_the_agent_takes_the_newest_valid_release(tmp_path: Path, stub: StubRegi
                              "OSCTL_IMAGE": stub.repository(NAME)})
     step = Agent(settings, None).tick()  # type: ignore[arg-type]  # a stored target needs no engine
     assert (step.phase, step.target) == ("staged", "v1.5"), step
+
+
+def test_a_rollout_of_a_tag_that_is_not_an_os_image_is_refused(hostile: Host, stub: StubRegistry) -> None:
+    """Judged like list-versions judges it, before etcd is asked: every host would fail on it."""
+    stub.tags(NAME, ["v1.2"])
+    stub.image(NAME, "v1.2", None)  # no label: not an OS image
+    proc = hostile.osctl("--etcd", "http://127.0.0.1:9", "--group", "g1", "fleet", "rollout", "--to", "v1.2")
+    one_error_line(proc, "v1.2 is not a valid OS version", f"no {LABEL} label")
