@@ -35,6 +35,26 @@ from osctl.models.store import StoreRecord
 NEVER = "0001-01-01T00:00:00Z"  # the engine's zero time
 
 
+# A small release for the decisions tests make: a one-shot (network), syslog that ntp waits on to
+# be healthy and console to be started, and each restart policy.
+CHAIN_RELEASE = """\
+version: v1.0
+services:
+  network: {command: [/bin/network-check], oneshot: true}
+  syslog:
+    command: [/bin/syslogd, -n]
+    depends_on: {network: {condition: service_completed_successfully}}
+    healthcheck: {test: [CMD, /bin/pidof, syslogd]}
+    restart: always
+  ntp:
+    command: [/bin/ntpd, -n]
+    depends_on: {syslog: {condition: service_healthy}}
+    restart: on-failure
+  console: {command: [/bin/sh], depends_on: [syslog], restart: "no"}
+boot: {kernel: /boot/vmlinuz}
+"""
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

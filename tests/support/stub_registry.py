@@ -123,19 +123,23 @@ class StubRegistry:
             return self.answers.get((method, path.split("?")[0]), _UNKNOWN)
 
 
+def send_answer(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes) -> None:
+    """Write one whole answer, with its length (the stubs keep connections alive), no body to a HEAD."""
+    handler.send_response(status)
+    for key, value in headers.items():
+        handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
     def _serve(self) -> None:
-        status, headers, body = self.server.stub._answer(self.command, self.path)
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        send_answer(self, *self.server.stub._answer(self.command, self.path))
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _serve
 

@@ -32,6 +32,7 @@ import pytest
 from osctl.adapters import registry as registry_module
 from osctl.adapters.registry import ACCEPT, Registry
 from osctl.errors import ExitCode, NotFoundError, OsctlError, RegistryAuthError, RegistryUnavailable, UsageError
+from tests.support.stub_registry import send_answer
 
 V2 = "application/vnd.docker.distribution.manifest.v2+json"
 LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -99,14 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
         stub = self.server.stub
         with stub.lock:
             stub.seen.append(request)
-        status, headers, body = stub.route(request)
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        send_answer(self, *stub.route(request))
 
     do_GET = do_HEAD = do_CONNECT = _serve  # CONNECT: when the stub stands in for a proxy
 

@@ -16,24 +16,9 @@ from osctl.domain import servicestate
 from osctl.domain.settings import Settings
 from osctl.models.services import ServiceRecord, ServicesState
 from osctl.operations.supervisor import Policy, Supervisor
+from tests.support.fake_engine import CHAIN_RELEASE as MANIFEST
 from tests.support.fake_engine import FakeEngine, store_version
 
-MANIFEST = """\
-version: v1.0
-services:
-  network: {command: [/bin/network-check], oneshot: true}
-  syslog:
-    command: [/bin/syslogd, -n]
-    depends_on: {network: {condition: service_completed_successfully}}
-    healthcheck: {test: [CMD, /bin/pidof, syslogd]}
-    restart: always
-  ntp:
-    command: [/bin/ntpd, -n]
-    depends_on: {syslog: {condition: service_healthy}}
-    restart: on-failure
-  console: {command: [/bin/sh], depends_on: [syslog], restart: "no"}
-boot: {kernel: /boot/vmlinuz}
-"""
 MAX_FAILURES = 3
 
 
