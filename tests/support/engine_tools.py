@@ -37,7 +37,7 @@ def stop_dockerd() -> None:
 def start_dockerd(log: Path) -> None:
     """Start dockerd detached, as scripts/setup does, and wait until it answers."""
     with open(log, "w") as out:
-        subprocess.run(["setsid", "-f", "/usr/sbin/dockerd"], stdout=out, stderr=subprocess.STDOUT,
+        subprocess.run(["setsid", "-f", "/usr/sbin/dockerd", "--max-download-attempts=2"], stdout=out, stderr=subprocess.STDOUT,
                        stdin=subprocess.DEVNULL, check=True)
     wait_for(_engine_answers, 60, "dockerd to answer again")
 
