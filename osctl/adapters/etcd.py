@@ -422,7 +422,7 @@ def _kv(item: dict[str, Any]) -> KeyValue:
     raw = base64.b64decode(item.get("value", ""))
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
         value = None
     if not isinstance(value, dict):
         raise EtcdError(f"the etcd key {key} does not hold a JSON object ({raw[:40]!r})",
@@ -437,7 +437,7 @@ def _error_body(exc: etcd_exc.Etcd3Exception) -> tuple[int | None, str]:
     try:
         body = json.loads(text)
         return int(body.get("code")), str(body.get("message") or body.get("error") or text).removeprefix("etcdserver: ")
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         reason = exc.args[0] if exc.args else ""
         return None, (text[:200] or str(reason) or type(exc).__name__)
 

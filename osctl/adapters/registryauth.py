@@ -163,15 +163,17 @@ def error_text(resp: requests.Response) -> str:
     try:
         errors = json.loads(resp.content).get("errors") or []
         return "; ".join(f"{e.get('code', '?')}: {e.get('message', '')}" for e in errors[:3])
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
 
 
 def json_object(resp: requests.Response, host: str, what: str) -> dict[str, Any]:
-    """The body as a JSON object; anything else is the registry's fault, said in one line."""
+    """The body as a JSON object; anything else is the registry's fault, said in one line.
+
+    RecursionError too: a body of a few MiB of ``[`` nests deeper than the decoder goes."""
     try:
         data = json.loads(resp.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
         raise RegistryError(f"the registry at {host} sent an unreadable {what} (not a JSON object)")

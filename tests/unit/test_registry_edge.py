@@ -142,6 +142,7 @@ def test_a_good_manifest_gives_typed_facts(stub: StubRegistry, make: Callable[[]
     ({"schemaVersion": 2, "manifests": [{"size": 1, "digest": "../x"}]}, "manifests[0].digest"),
     ([1, 2, 3], "not a JSON object"),
     (b"\xff\xfe not json", "not a JSON object"),
+    (b"[" * 1_000_000, "not a JSON object"),  # nested deeper than the JSON decoder goes
 ])
 def test_a_malformed_manifest_is_that_tags_registry_error(stub: StubRegistry, make: Callable[[], Registry],
                                                            doc: object, why: str) -> None:
