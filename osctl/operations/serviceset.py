@@ -169,15 +169,20 @@ def observe_host(engine: Engine, host_id: str, version: str | None = None) -> di
     Each is inspected (a listing does not carry exit codes or health); one removed between the
     listing and its inspection is left out.
     """
-    labels = {**host_labels(host_id), LABEL_ROLE: ROLE_SERVICE}
-    if version is not None:
-        labels[LABEL_VERSION] = version
     out: dict[ServiceKey, ContainerState] = {}
-    for info in engine.containers(labels):
+    for info in engine.containers(_set_labels(host_id, version)):
         state = engine.inspect(info.id)
         if state is not None:
             out[ServiceKey(state.labels.get(LABEL_SERVICE, "?"), state.labels.get(LABEL_VERSION, "?"))] = state
     return out
+
+
+def _set_labels(host_id: str, version: str | None) -> dict[str, str]:
+    """The labels every system container of the host carries (of one version, when given)."""
+    labels = {**host_labels(host_id), LABEL_ROLE: ROLE_SERVICE}
+    if version is not None:
+        labels[LABEL_VERSION] = version
+    return labels
 
 
 def plan(sset: ServiceSet, observed: dict[str, ContainerState]) -> dict[str, Action]:
@@ -376,8 +381,7 @@ def _changing(engine: Engine, sset: ServiceSet, guard: Guard | None, name: str, 
 
 def _containers_now(engine: Engine, sset: ServiceSet) -> dict[str, ContainerInfo]:
     """The set's containers by service, from one listing (no inspection: ids and states only)."""
-    labels = {**host_labels(sset.host_id), LABEL_ROLE: ROLE_SERVICE, LABEL_VERSION: sset.version}
-    return {c.labels.get(LABEL_SERVICE, "?"): c for c in engine.containers(labels)}
+    return {c.labels.get(LABEL_SERVICE, "?"): c for c in engine.containers(_set_labels(sset.host_id, sset.version))}
 
 
 def _wait_exit(engine: Engine, container_id: str, deadline: float, abandoned: threading.Event) -> int | None:
