@@ -23,6 +23,8 @@ This module is a leaf: it imports nothing from osctl, so every layer may raise t
     ├── HostLocked                  exit 5  another osctl process is changing this host
     ├── ServiceFailed               exit 1  a system service did not start, complete or become healthy
     ├── IntegrityError              exit 1  content differs from what was resolved or recorded
+    ├── TrustError                  exit 7  the release keys do not vouch for it (unsigned, revoked,
+    │                                       stale or forged metadata, a digest other than the signed one)
     └── StateError                  exit 1  files under the host root are unreadable or unwritable
 """
 
@@ -41,6 +43,7 @@ class ExitCode:
     REGISTRY_UNAVAILABLE = 4
     LOCKED = 5
     ETCD_UNAVAILABLE = 6
+    UNTRUSTED = 7
 
 
 class OsctlError(Exception):
@@ -201,6 +204,16 @@ class ServiceFailed(OsctlError):
 
 class IntegrityError(OsctlError):
     """What arrived is not what was resolved: a tag moved, a digest differs."""
+
+
+class TrustError(OsctlError):
+    """The release keys do not vouch for what was asked: refused, and nothing was changed.
+
+    Its own exit code, so that a script or a fleet tells "not trusted" (someone must look at the
+    registry or the keys) from "failed" (try again).
+    """
+
+    exit_code = ExitCode.UNTRUSTED
 
 
 class StateError(OsctlError):

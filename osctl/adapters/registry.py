@@ -94,7 +94,7 @@ class Registry:
 
     def __init__(self, repository: str, *, docker_config: str | None = None,
                  certs_dir: str = "/etc/docker/certs.d", timeout: float = 10.0,
-                 attempts: int = 4, page_size: int = 100) -> None:
+                 attempts: int = 4, page_size: int = 100, push: bool = False) -> None:
         first, _, name = repository.partition("/")
         if not name or not ("." in first or ":" in first or first == "localhost"):
             raise UsageError(f"{repository!r} does not name a registry host and a repository in it",
@@ -106,7 +106,8 @@ class Registry:
         self._certs = Path(certs_dir) / first
         config_dir = docker_config or os.environ.get("DOCKER_CONFIG")
         config = Path(config_dir) / "config.json" if config_dir else Path.home() / ".docker" / "config.json"
-        self._auth = Authorizer(first, f"repository:{name}:pull", config)
+        # ``push``: the release tool publishes metadata here; hosts only ever ask to pull.
+        self._auth = Authorizer(first, f"repository:{name}:{'pull,push' if push else 'pull'}", config)
         hostname = urllib.parse.urlsplit(f"//{first}").hostname or first
         context: ssl.SSLContext | None = None
         if any(self._certs.glob("*.crt")):
@@ -223,6 +224,66 @@ class Registry:
         digests = sorted(configs)
         return dict(zip(digests, self._parallel(one, digests, workers), strict=True))
 
+    def blob(self, digest: Digest, what: str) -> bytes:
+        """A blob's bytes (at most ``MAX_BODY``), refused unless they hash to ``digest``.
+
+        ``what`` names the blob in errors (``"timestamp.json"``).
+        """
+        digest = Digest(digest)
+        resp = self._call("GET", f"{self.base_url}/v2/{self.name}/blobs/{digest}", "*/*",
+                          missing=lambda: self._unusable(what, "no blob", f"{digest[:19]}... is missing"))
+        if hashlib.sha256(resp.content).hexdigest() != digest.hex:
+            raise self._unusable(what, "a blob", f"it does not hash to {digest[:19]}...")
+        return resp.content
+
+    def manifest_body(self, tag_or_digest: str, accept: str = ACCEPT) -> tuple[bytes, str]:
+        """The manifest's own bytes and media type, as served (at most ``MAX_BODY``).
+
+        What the bytes are is for the caller to check: TUF checks them against a signed length
+        and hash, the artifact reader against its one-layer shape.
+        """
+        resp = self._call("GET", self._manifest_url(tag_or_digest), accept,
+                          missing=lambda: self._not_found(tag_or_digest))
+        self._content_digest(resp, tag_or_digest)  # a digest header must still be the body's own
+        return resp.content, (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+
+    def has_blob(self, digest: Digest) -> bool:
+        try:
+            self._call("HEAD", f"{self.base_url}/v2/{self.name}/blobs/{Digest(digest)}", "*/*",
+                       missing=lambda: NotFoundError(str(digest)))
+        except NotFoundError:
+            return False
+        return True
+
+    def push_blob(self, data: bytes) -> Digest:
+        """Upload ``data`` as a blob (skipped when the registry has it already); its digest.
+
+        Two requests, as the API's monolithic upload is defined: POST opens an upload, PUT with
+        the digest closes it with the whole body. Blobs osctl pushes are small metadata files.
+        """
+        digest = Digest(f"sha256:{hashlib.sha256(data).hexdigest()}")
+        if self.has_blob(digest):
+            return digest
+        where = lambda: self._not_found(f"{self.name} uploads")  # noqa: E731
+        opened = self._call("POST", f"{self.base_url}/v2/{self.name}/blobs/uploads/", "*/*", missing=where)
+        location = opened.headers.get("Location") or ""
+        url = urllib.parse.urljoin(f"{self.base_url}/v2/{self.name}/blobs/uploads/", location)
+        if opened.status_code != 202 or not url.startswith(f"{self.base_url}/"):
+            raise RegistryError(f"the registry at {self.host} did not open an upload for {self.name} "
+                                f"(HTTP {opened.status_code}, location {location[:80]!r})")
+        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
+        self._call("PUT", url, "*/*", missing=where, body=data, content_type="application/octet-stream")
+        return digest
+
+    def push_manifest(self, tag: str, body: bytes, media_type: str) -> Digest:
+        """Put a manifest under ``tag``; the digest the registry stored it as (checked against the body)."""
+        resp = self._call("PUT", self._manifest_url(Tag(tag)), "*/*", missing=lambda: self._not_found(tag),
+                          body=body, content_type=media_type)
+        computed = Digest(f"sha256:{hashlib.sha256(body).hexdigest()}")
+        if "Docker-Content-Digest" in resp.headers and self._header_digest(resp, tag) != computed:
+            raise self._unusable(tag, "a digest for a pushed manifest that is not the manifest's own")
+        return computed
+
     def _parallel(self, one: Callable[[Any], Any], items: list[Any], workers: int) -> list[Any]:
         """``one`` of each item, in a thread pool of at most ``MAX_WORKERS`` (the connections kept)."""
         if not items:
@@ -267,19 +328,19 @@ class Registry:
         return ref if len(ref) <= 80 else ref[:77] + "..."
 
     # -- one request: authentication -------------------------------------------------------
-    def _call(self, method: str, url: str, accept: str, *,
-              missing: Callable[[], OsctlError]) -> requests.Response:
+    def _call(self, method: str, url: str, accept: str, *, missing: Callable[[], OsctlError],
+              body: bytes | None = None, content_type: str | None = None) -> requests.Response:
         """Send a request, answer one authentication challenge, translate what is left.
 
         A second 401 (or any 403) after answering means the credentials are wrong or missing;
         retrying cannot fix that, so it becomes a ``RegistryAuthError`` at once.
         """
         used = self._auth.header
-        resp = self._send(method, url, accept, used)
+        resp = self._send(method, url, accept, used, body, content_type)
         if resp.status_code == 401:
             self._auth.answer(resp.headers.get("WWW-Authenticate") or "", used,
                               lambda realm, basic: self._send("GET", realm, "application/json", basic))
-            resp = self._send(method, url, accept, self._auth.header)
+            resp = self._send(method, url, accept, self._auth.header, body, content_type)
         if resp.status_code in (401, 403):
             raise self._auth.failed("access denied" if resp.status_code == 403 else None)
         if resp.status_code == 404:
@@ -293,10 +354,15 @@ class Registry:
         return resp
 
     # -- one request: transport and retries ------------------------------------------------
-    def _send(self, method: str, url: str, accept: str, authorization: str | None) -> requests.Response:
-        """One request with bounded retries of transient failures; the one place they happen."""
+    def _send(self, method: str, url: str, accept: str, authorization: str | None, body: bytes | None = None,
+              content_type: str | None = None) -> requests.Response:
+        """One request with bounded retries of transient failures; the one place they happen.
+
+        Every request osctl sends may be sent again: reads, and writes of content-addressed
+        blobs and of manifests under a tag, which a second attempt only repeats.
+        """
         try:
-            return self._retrying()(self._exchange, method, url, accept, authorization)
+            return self._retrying()(self._exchange, method, url, accept, authorization, body, content_type)
         except _Transient as exc:
             raise RegistryUnavailable(f"cannot reach the registry at {self.host}: {exc.reason} "
                                       f"(after {self._attempts} attempts)", hint=_HINT_DOWN) from exc
@@ -313,15 +379,17 @@ class Registry:
         return Retrying(retry=retry_if_exception_type(_Transient), stop=stop_after_attempt(self._attempts),
                         wait=wait, before_sleep=before_sleep_log(log, logging.WARNING), reraise=True)
 
-    def _exchange(self, method: str, url: str, accept: str, authorization: str | None) -> requests.Response:
+    def _exchange(self, method: str, url: str, accept: str, authorization: str | None, body: bytes | None = None,
+                  content_type: str | None = None) -> requests.Response:
         """Send once; return any HTTP answer, raise ``_Transient`` for what deserves a retry."""
         where = f"{method} {urllib.parse.urlsplit(url).path}"
-        headers = {"Accept": accept, **({"Authorization": authorization} if authorization else {})}
+        headers = {"Accept": accept, **({"Authorization": authorization} if authorization else {}),
+                   **({"Content-Type": content_type} if content_type else {})}
         # What urllib's ProxyHandler did: the environment's proxies unless no_proxy names the host.
         proxies = requests.utils.get_environ_proxies(url) if self._proxied else {}
         try:
             resp = self._session.request(method, url, headers=headers, proxies=proxies, timeout=self._timeout,
-                                         stream=True)
+                                         stream=True, data=body)
             _read_bounded(resp, self.host, where)
         except requests.RequestException as exc:
             cause = _innermost(exc)

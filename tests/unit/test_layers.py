@@ -20,6 +20,8 @@ CONFINED = {
     "docker": ("adapters/engine.py",),
     "etcd3gw": ("adapters/etcd.py",),
     "requests": ("adapters/",),  # HTTP is an adapter's business (registry, etcd)
+    "tuf": ("adapters/",),  # metadata and its verification: the TUF adapters (tufrepo, tufclient)
+    "securesystemslib": ("adapters/",),
     "click": ("cli/",),
     "rich": ("cli/",),
 }
