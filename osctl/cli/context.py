@@ -26,6 +26,7 @@ class AppContext:
     image: str | None = None
     etcd: str | None = None
     group: str | None = None
+    trust_root: str | None = None
     json: bool = False
     debug: bool = False
     _settings: Settings | None = field(default=None, repr=False)
@@ -37,7 +38,7 @@ class AppContext:
             from osctl.domain.settings import Settings
 
             self._settings = Settings(self.root, self.host_id, self.image, etcd_option=self.etcd,
-                                      group_option=self.group)
+                                      group_option=self.group, trust_root_option=self.trust_root)
             self._settings.check_file()
         return self._settings
 

@@ -70,14 +70,18 @@ class LazyGroup(click.Group):
               help="etcd client URLs, comma-separated, for the fleet.  [env: OSCTL_ETCD; settings: fleet.etcd]")
 @click.option("--group", metavar="G",
               help="The host's fleet group.  [env: OSCTL_GROUP; settings: fleet.group; default: default]")
+@click.option("--trust-root", metavar="FILE",
+              help="The release keys' root.json this host trusts (docs/trust.md).  [env: OSCTL_TRUST_ROOT; "
+                   "settings: trust.root]")
 @click.option("--json", "as_json", is_flag=True, help="Print data as JSON (same as each command's --json).")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, host_id: str | None, image: str | None, etcd: str | None,
-        group: str | None, as_json: bool, debug: bool) -> None:
+        group: str | None, trust_root: str | None, as_json: bool, debug: bool) -> None:
     """osctl replaces a host's operating system in toto: every OS version is a container
     image, every core service a container, and upgrades swap the whole set atomically."""
-    app = AppContext(root=root, host_id=host_id, image=image, etcd=etcd, group=group, json=as_json, debug=debug)
+    app = AppContext(root=root, host_id=host_id, image=image, etcd=etcd, group=group, trust_root=trust_root,
+                     json=as_json, debug=debug)
     ctx.obj = app
     ctx.call_on_close(app.close)
 
@@ -89,8 +93,10 @@ def cli(ctx: click.Context, root: str | None, host_id: str | None, image: str | 
     elif not osctl_log.handlers:
         osctl_log.addHandler(logging.NullHandler())
         osctl_log.propagate = False
-        # Damage found in a state file (repaired from its copy, or set aside) concerns the user.
-        logging.getLogger("osctl.adapters.statefile").addHandler(_WarningLine())
+        # Damage found in a state file (repaired from its copy, or set aside) concerns the user,
+        # and so does what trust could not check (nothing verified, metadata unreachable).
+        for name in ("osctl.adapters.statefile", "osctl.operations.trust"):
+            logging.getLogger(name).addHandler(_WarningLine())
 
 
 class _WarningLine(logging.Handler):

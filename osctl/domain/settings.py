@@ -31,7 +31,23 @@ ENV_HOST_ID = "OSCTL_HOST_ID"
 ENV_IMAGE = "OSCTL_IMAGE"
 ENV_ETCD = "OSCTL_ETCD"
 ENV_GROUP = "OSCTL_GROUP"
+ENV_TRUST_ROOT = "OSCTL_TRUST_ROOT"
 DEFAULT_GROUP = "default"
+MAX_ROOT = 512_000  # bytes of a root.json: python-tuf's own limit for root metadata
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    """Which root this host trusts, where it came from, and whether it is enforced."""
+
+    root: bytes | None  # the root metadata's bytes; None: no root is configured
+    origin: str  # option, environment, settings file, or unset
+    mode: str  # enforce or off
+    metadata_url: str | None  # a plain TUF folder to read instead of the registry's <image>-tuf
+
+    @property
+    def enforced(self) -> bool:
+        return self.root is not None and self.mode == "enforce"
 
 
 @dataclass
@@ -44,6 +60,10 @@ class Settings:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     etcd_option: str | Sequence[str] | None = None  # one comma-separated string, or several
     group_option: str | None = None
+    trust_root_option: str | None = None
+    # Results that the operations of one invocation share, so that each is made once: the
+    # refreshed release metadata, and the warnings already given about it.
+    memo: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
     def root(self) -> Path:
@@ -109,6 +129,31 @@ class Settings:
         if not self.config_path.exists():
             return DEFAULT_GROUP
         return self.file.fleet.group
+
+    @cached_property
+    def trust(self) -> TrustConfig:
+        """The trusted root (``--trust-root``, ``OSCTL_TRUST_ROOT``, settings ``trust.root``) and mode.
+
+        Only bytes are read here; whether they are root metadata is the TUF adapter's to say.
+        A path in the settings file is read relative to the file's folder; inline, the root is
+        the document itself (JSON is YAML), as user data gives it at first boot.
+        """
+        section = self.file.trust if self.config_path.exists() else None
+        mode = (section.mode if section is not None else None) or "enforce"
+        url = section.metadata_url if section is not None else None
+        explicit = _first(("--trust-root", self.trust_root_option), (ENV_TRUST_ROOT, self.env.get(ENV_TRUST_ROOT)))
+        if explicit:
+            origin, path = explicit
+            return TrustConfig(_read_root(Path(path), origin), "option" if origin == "--trust-root" else "environment",
+                               mode, url)
+        if section is None or section.root is None:
+            return TrustConfig(None, "unset", mode, url)
+        if isinstance(section.root, dict):
+            import json
+
+            return TrustConfig(json.dumps(section.root).encode(), "settings file", mode, url)
+        return TrustConfig(_read_root(self.config_path.parent / section.root, f"{self.config_path}: trust.root"),
+                           "settings file", mode, url)
 
     def require_etcd(self) -> tuple[str, ...]:
         if not self.etcd_endpoints:
@@ -185,6 +230,19 @@ def _checked(validator: Callable[[str], str], origin: str, value: str) -> str:
         return validator(value)
     except ValueError as exc:
         raise UsageError(f"{origin}: {exc}") from None
+
+
+def _read_root(path: Path, origin: str) -> bytes:
+    """A root.json's bytes, bounded; a usage error naming where the path came from."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_ROOT + 1)
+    except OSError as exc:
+        raise UsageError(f"{origin}: cannot read the trusted root {path}: {exc.strerror or exc}",
+                         hint="give the root.json that `osctl release init` wrote") from None
+    if len(data) > MAX_ROOT:
+        raise UsageError(f"{origin}: {path} is larger than {MAX_ROOT} bytes: not a root.json")
+    return data
 
 
 def read_settings_file(root: Path) -> HostSettings:

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
 from osctl.models.base import DocumentModel, Duration
 from osctl.models.manifest import ServiceSpec, _service_name
+from osctl.models.trust import TrustSettings
 from osctl.models.refs import validate_etcd_endpoint, validate_group, validate_host_id, validate_repository
 from osctl.models.version import validate_version_tag
 
@@ -138,6 +139,8 @@ class HostSettings(DocumentModel):
     update: UpdatePolicy = Field(default_factory=UpdatePolicy)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     boot: BootSettings = Field(default_factory=BootSettings)
+    trust: TrustSettings = Field(default_factory=TrustSettings,
+                                 description="the release keys this host trusts (docs/trust.md)")
     services: dict[Annotated[str, AfterValidator(_service_name)], ServiceSpec] = Field(
         default_factory=dict,
         description="extra system services, merged per name into every version's services "

@@ -38,6 +38,9 @@ class StoreRecord(_Record):
     service_images: dict[str, str] = Field(default_factory=dict)
     boot_files: list[BootFile] = Field(default_factory=list)
     cmdline: str = ""
+    # True when the digest was the one the release keys signed for this version when it was
+    # stored (docs/trust.md): such a version boots and can be switched to offline.
+    verified: bool = False
 
     @property
     def image_ids(self) -> set[str]:
