@@ -242,11 +242,16 @@ class _Fetcher(FetcherInterface):
         if self._images is None:
             raise exceptions.DownloadHTTPError("no image repository is configured", 404)
         match = _HASH_PREFIXED.fullmatch(name)
-        ref = f"sha256:{match.group(1)}" if match else name
+        ref, version = (f"sha256:{match.group(1)}", match.group(2)) if match else (name, name)
         try:
             return self._images.manifest_body(ref)[0]
         except NotFoundError:
-            raise exceptions.DownloadHTTPError(f"{self._images.repository}@{ref} does not exist", 404) from None
+            raise TrustError(f"{self._images.repository} holds no image with the digest the release keys sign for "
+                             f"{version} ({ref[:19]}...); refused",
+                             hint="its tag may point at other content now; only the signed digest is installed") from None
+        except RegistryError as exc:  # another manifest under the signed digest: what TUF would refuse too
+            raise TrustError(f"{version}: {exc.message}; refused", hint="the registry's content was changed "
+                             "after signing") from None
 
 
 def _no_metadata(source: str) -> TrustError:

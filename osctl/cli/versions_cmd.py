@@ -36,9 +36,11 @@ def list_versions(app: AppContext, include_all: bool, offline: bool, as_json: bo
     from rich.markup import escape
     from rich.table import Table
 
-    notes = any(row.invalid for row in rows)
+    notes = any(row.invalid or row.revoked for row in rows)
+    trusted = any(row.signed is not None for row in rows)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("VERSION", "STATE", "DIGEST", "SIZE", "DATE", *(("WHY",) if notes else ())):
+    for column in ("VERSION", "STATE", "DIGEST", "SIZE", "DATE", *(("TRUST",) if trusted else ()),
+                   *(("WHY",) if notes else ())):
         table.add_column(column)
     for row in rows:
         valid = row.available and not row.invalid
@@ -47,16 +49,27 @@ def list_versions(app: AppContext, include_all: bool, offline: bool, as_json: bo
                                          (valid, "[dim]available[/]"), (bool(row.invalid), "[red]invalid[/]"),
                                          (row.pinned, "[yellow]pinned[/]"))
                  if flag]
-        if row.stored and row.registry_digest and row.registry_digest != row.digest:
+        if row.registry_digest and row.registry_digest != (row.signed_digest or row.digest):
             marks.append("[red]tag-moved[/]")
         size = _size(row.size) if row.stored else f"[dim]{_size(row.download_size)} to pull[/]"
         cells = [row.version, " ".join(marks), (row.digest or "-").removeprefix("sha256:")[:12], size,
                  (row.date or "")[:10]]
-        table.add_row(*cells, *((escape(row.invalid or ""),) if notes else ()))
+        if trusted:
+            cells.append(_trust_cell(row.signed, row.revoked))
+        table.add_row(*cells, *((escape(row.revoked or row.invalid or ""),) if notes else ()))
     if rows:
         render.stdout.print(table)
+        expires = next((row.expires for row in rows if row.expires), None)
+        if expires:  # one statement for every row: the metadata's earliest expiry
+            render.info(f"the release metadata saying so is valid until {expires.replace('T', ' ')}")
     else:
         render.info("no versions: the registry holds none and nothing is stored")
+
+
+def _trust_cell(signed: bool | None, revoked: str | None) -> str:
+    if revoked:
+        return "[red]revoked[/]"
+    return "signed" if signed else "[yellow]unsigned[/]"
 
 
 @click.command()

@@ -63,7 +63,8 @@ class Settings:
     trust_root_option: str | None = None
     # Results that the operations of one invocation share, so that each is made once: the
     # refreshed release metadata, and the warnings already given about it.
-    memo: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    # Not an init field: ``dataclasses.replace`` (the agent's fresh read at every tick) starts empty.
+    memo: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @cached_property
     def root(self) -> Path:

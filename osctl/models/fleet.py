@@ -95,6 +95,7 @@ HostPhase = Literal[
     "healthy",         # swapped and healthy; the slot is given back
     "rolled-back",     # the target failed its health checks; back on the previous version
     "failed",          # could not stage (registry, disk, ...); see last_result
+    "refused",         # the release keys do not vouch for the target (unsigned, revoked, stale metadata)
 ]
 
 

@@ -34,7 +34,7 @@ from osctl.domain import bootpointer, updatepolicy
 from osctl.domain.fleetslots import FleetSemaphore
 from osctl.domain.fleetstate import add_failure, publish_host, read_rollout, update_rollout
 from osctl.domain.store import Store
-from osctl.errors import EtcdUnavailable, OsctlError
+from osctl.errors import EtcdUnavailable, OsctlError, TrustError
 from osctl.models.events import AgentEvent, Events, ignore
 from osctl.models.fleet import AgentMemory, HostPhase, HostState, Rollout, RolloutFailure
 from osctl.models.version import OsVersion
@@ -148,7 +148,10 @@ class Agent:
                             retry_soon=True)
         if Store(settings.root).get(target) is None:
             self._publish(settings, Step("staging", target, f"pulling {target}"))
-            pull_version(settings, self.engine, target)
+            try:
+                pull_version(settings, self.engine, target)
+            except TrustError as exc:
+                return self._refused(target, following, exc)
             self.events(AgentEvent("staged", target))
         if policy.policy == "download-only":
             return Step("staged", target, f"{target} is stored; policy download-only never swaps")
@@ -204,7 +207,10 @@ class Agent:
         running = transaction.current_version(settings)
         self._publish(settings, Step("swapping", target, f"{running or 'nothing'} -> {target}"))
         kind = "upgrade" if running is None or OsVersion.parse(target) > OsVersion.parse(running) else "downgrade"
-        plan = transaction.decide(settings, kind, target)
+        try:
+            plan = transaction.decide(settings, kind, target)
+        except TrustError as exc:  # stored, then revoked: never swapped to
+            return self._refused(target, rollout, exc)
         try:
             outcome = transaction.run(settings, self.engine, plan, health_timeout=settings.file.boot.health_timeout)
         except transaction.TransactionFailed as exc:
@@ -218,6 +224,17 @@ class Agent:
         done = f"{running or 'nothing'} -> {target}: {outcome.result} in {outcome.seconds:.1f} s"
         self.events(AgentEvent("swapped", done))
         return Step("healthy", target, done)
+
+    def _refused(self, target: str, rollout: Rollout | None, exc: TrustError) -> Step:
+        """The release keys do not vouch for the target: the host stays as it is, and a rollout
+        it follows counts it as a failed host (a revoked version spends the budget and pauses
+        the rollout, instead of every host refusing it quietly, tick after tick)."""
+        if rollout is not None and self.etcd is not None:
+            failure = RolloutFailure(host_id=self.host_id, version=target, reason=exc.message, at=self.clock())
+            self._safe(lambda: update_rollout(self.etcd, self.group,  # type: ignore[arg-type]
+                                              lambda r: add_failure(r, failure, self.clock())
+                                              if r.target == target else None))
+        return Step("refused", target, exc.message)
 
     # ------------------------------------------------------------------ etcd: lease and state
 

@@ -29,6 +29,7 @@ from osctl.models.store import BootPointer
 from osctl.operations import cloudinit, serviceset
 from osctl.operations.services import skipped
 from osctl.operations.transaction import DEFAULT_HEALTH_TIMEOUT, converge, recover
+from osctl.operations.trust import for_settings
 
 
 @dataclass
@@ -87,6 +88,7 @@ def _boot(settings: Settings, engine: Engine, health_timeout: float, events: Eve
                 crash_point("boot:trial-started")
                 events(StepEvent(Step.TRIAL, f"booting {trial} ({pointer.trial_tries} tries left after this one)"))
                 try:
+                    _trusted_offline(settings, trial)
                     _bring_alone(settings, engine, trial, state, health_timeout, events)
                 except OsctlError as exc:
                     events(StepEvent(Step.FALLBACK, exc.message))
@@ -122,6 +124,15 @@ def _bring_alone(settings: Settings, engine: Engine, version: str, state: Servic
     skip = skipped(state)
     serviceset.up(engine, sset, skip=skip, wait_healthy=True, timeout=health_timeout, events=events)
     serviceset.check_running(engine, sset, skip)
+
+
+def _trusted_offline(settings: Settings, version: str) -> None:
+    """A trial boots only if no revocation the host has seen names it: boot never waits for the
+    network, so what the host last trusted decides (``HostTrust.check_known``)."""
+    trust = for_settings(settings)
+    record = Store(settings.root).get(version)
+    if trust.enforced and record is not None:
+        trust.check_known(record, trust.known())
 
 
 def _drop_trial(settings: Settings, pointer: BootPointer) -> BootPointer:

@@ -18,11 +18,12 @@ from osctl.adapters.registry import Registry
 from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.fleetslots import FleetSemaphore, Slot
 from osctl.domain.fleetstate import read_hosts, read_rollout, update_rollout, write_rollout
-from osctl.errors import NotFoundError, UsageError
+from osctl.errors import NotFoundError, TrustError, UsageError
 from osctl.models.fleet import ALL_AT_ONCE, HostState, Rollout, RolloutState, Wave
 from osctl.models.version import OsVersion
 from osctl.operations.pull import resolve
 from osctl.operations.releases import judge_tags
+from osctl.operations.trust import for_settings
 
 if TYPE_CHECKING:
     from osctl.adapters.etcd import Etcd
@@ -52,7 +53,12 @@ def start_rollout(settings: Settings, etcd: Etcd, request: RolloutRequest, *, ch
     show up as every host of the group failing to stage.
     """
     tag = OsVersion.parse(request.target).tag
-    if check_registry and settings.image:
+    trust = for_settings(settings)
+    if trust.enforced:  # every host would refuse it: say so before etcd is asked
+        refusal = trust.index().refusal(tag)
+        if refusal is not None:
+            raise TrustError(f"{tag} is {refusal}; not rolled out", hint="osctl list-versions shows what is signed")
+    elif check_registry and settings.image:  # without a root, the registry's tag is what hosts take
         registry = Registry(settings.image)
         resolve(registry, settings.image, tag)
         judged = judge_tags(registry, [tag], ImageFacts(settings.root)).get(tag)

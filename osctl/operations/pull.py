@@ -1,9 +1,14 @@
 """``osctl pull``: bring a version into the store, completely or not at all.
 
-resolve (tag -> digest, in the registry) -> pull by digest (so what is checked is what was
-resolved) -> verify (OS image contract, digest, tag unmoved) -> pull service images ->
-stage boot files -> write the record. Until the record is written the version is not stored;
-an interrupted pull leaves only leftovers that the next pull or prune removes.
+resolve (tag -> digest) -> pull by digest (so what is checked is what was resolved) -> verify
+(OS image contract, digest, tag unmoved) -> pull service images -> stage boot files -> write
+the record. Until the record is written the version is not stored; an interrupted pull leaves
+only leftovers that the next pull or prune removes.
+
+With a trusted root (``operations.trust``), resolving asks the verified release metadata, not
+the registry's tag: the digest pulled is the signed one (TUF checks its manifest's length and
+hash first), whatever the tag points at, and the record says it was verified. A version already
+stored is taken again only if no revocation names it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from osctl.models.registry import TagManifest
 from osctl.models.store import StoreRecord
 from osctl.models.version import OsVersion, try_parse
 from osctl.operations.osimage import OsImageReport, inspect_os_image
+from osctl.operations.trust import for_settings
 
 
 @dataclass(frozen=True)
@@ -61,18 +67,27 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
           registry: Registry | None) -> PullResult:
     store = Store(settings.root)
     existing = store.get(tag)
+    trust = for_settings(settings)
     if existing and images_present(engine, existing):
-        # Stored means usable offline, whatever repository is configured now.
+        # Stored means usable offline, whatever repository is configured now; a revocation the
+        # host has seen still refuses it.
+        trust.check_stored(existing)
         hold_images(engine, settings.host_id, existing)
         return PullResult(existing, already_stored=True)
     repo = settings.require_image()
     store.clean_leftovers()
     registry = registry or Registry(repo)
-    wanted = resolve(registry, repo, tag)
+    if trust.enforced:
+        signed = trust.require(tag)  # refused unless signed, not revoked, and the metadata fresh
+        wanted = registry.manifest(signed.digest)
+    else:
+        trust.note_unverified()
+        wanted = resolve(registry, repo, tag)
     by_digest = ImageRef(repo).at(wanted.digest)
     was_there = engine.image(by_digest) is not None
     try:
-        report = verified_image(settings, engine, registry, by_digest, tag, wanted, progress)
+        report = verified_image(settings, engine, registry, by_digest, tag, wanted, progress,
+                                tag_must_match=not trust.enforced)
     except OsctlError as exc:
         if isinstance(exc, ManifestError):  # this digest is no OS image: list-versions and upgrade learn it
             ImageFacts(settings.root).remember_failure(wanted.digest, exc.message)
@@ -96,6 +111,7 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
         stored_at=datetime.now(UTC).isoformat(timespec="seconds"),
         pinned=existing.pinned if existing else False,
         service_images=service_images, boot_files=store.stage_boot_files(tag, files), cmdline=boot.cmdline,
+        verified=trust.enforced,
     )
     hold_images(engine, settings.host_id, record)
     store.save(record)
@@ -105,14 +121,18 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
 
 
 def verified_image(settings: Settings, engine: Engine, registry: Registry, by_digest: ImageRef, tag: str,
-                   wanted: TagManifest, progress: Callable[[PullProgress], None] | None) -> OsImageReport:
-    """Pull by digest and check the image contract, the digest, and that the tag did not move."""
+                   wanted: TagManifest, progress: Callable[[PullProgress], None] | None, *,
+                   tag_must_match: bool = True) -> OsImageReport:
+    """Pull by digest and check the image contract, the digest, and that the tag did not move.
+
+    ``tag_must_match`` is off for a signed digest: the tag does not choose what is installed then.
+    """
     repo = registry.repository
     report = inspect_os_image(engine, by_digest, host_id=settings.host_id, progress=progress, expected_version=tag)
     if report.image.digest_in(repo) != wanted.digest:
         raise IntegrityError(f"{repo}:{tag}: the engine holds {report.image.digest_in(repo)}, "
                              f"not the resolved {wanted.digest}")
-    if (now := registry.digest(tag)) != wanted.digest:
+    if tag_must_match and (now := registry.digest(tag)) != wanted.digest:
         raise IntegrityError(f"{repo}:{tag} moved from {wanted.digest[:19]} to {now[:19]} during the pull; "
                              "nothing was stored", hint="pull again to take the new content")
     return report

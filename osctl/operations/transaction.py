@@ -25,18 +25,19 @@ from osctl.domain.journal import Journal, crash_point
 from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
-from osctl.errors import OsctlError, ServiceFailed, StateError, UsageError
+from osctl.errors import OsctlError, ServiceFailed, StateError, TrustError, UsageError
 from osctl.models.engine import ContainerSpec
 from osctl.models.events import Events, SkipReason, Step, StepEvent, ignore
 from osctl.models.journal import Kind, Stop, Transaction
 from osctl.models.manifest import ReleaseManifest
-from osctl.models.store import BootPointer
+from osctl.models.store import BootPointer, StoreRecord
 from osctl.models.version import OsVersion
 from osctl.operations import serviceset
 from osctl.operations.pull import pull_version
 from osctl.operations.releases import newest_valid_release
 from osctl.operations.services import skipped
 from osctl.operations.serviceset import Skip
+from osctl.operations.trust import for_settings
 
 DEFAULT_HEALTH_TIMEOUT = 120.0
 DEFAULT_TRIES = 3
@@ -113,15 +114,44 @@ def decide(settings: Settings, kind: Kind, target: str | None, *, registry: Regi
             raise UsageError(f"{tag} is older than the running {current}", hint=f"osctl downgrade --to {tag}")
         if kind == "downgrade" and newer:
             raise UsageError(f"{tag} is newer than the running {current}", hint=f"osctl upgrade --to {tag}")
-    plan = Plan(kind=kind, from_version=current, to_version=tag, stored=Store(settings.root).get(tag) is not None)
+    record = Store(settings.root).get(tag)
+    _trust_gate(settings, tag, record)
+    plan = Plan(kind=kind, from_version=current, to_version=tag, stored=record is not None)
     if plan.stored:
         _compare(settings, plan)
     return plan
 
 
 def newest_release(settings: Settings, registry: Registry | None) -> str:
-    """The newest release that is a valid OS version: an invalid newest tag is passed over."""
+    """The newest release that is a valid OS version: an invalid newest tag is passed over.
+
+    With a trusted root, the newest released version the release keys sign and do not revoke:
+    the registry's tags do not choose then.
+    """
+    trust = for_settings(settings)
+    if trust.enforced:
+        released = [v for v in trust.index().installable() if not OsVersion.parse(v).is_prerelease]
+        if not released:
+            raise TrustError("the release keys sign no released version that may be installed",
+                             hint="osctl list-versions shows what is signed and what is revoked")
+        return released[0]
     return newest_valid_release(registry or Registry(settings.require_image()), ImageFacts(settings.root))
+
+
+def _trust_gate(settings: Settings, tag: str, record: StoreRecord | None) -> None:
+    """Refuse, before anything is journaled, a target the release keys do not vouch for.
+
+    A stored target follows the offline rule (``HostTrust.check_stored``); new content needs
+    fresh metadata that signs it. The pull checks again, with the manifest itself.
+    """
+    trust = for_settings(settings)
+    if not trust.enforced:
+        trust.note_unverified()
+    elif record is not None:
+        trust.check_stored(record)
+    elif (refusal := trust.index().refusal(tag)) is not None:
+        raise TrustError(f"{tag} is {refusal}; refused",
+                         hint="osctl list-versions shows what is signed and what is revoked")
 
 
 def _compare(settings: Settings, plan: Plan) -> None:
