@@ -22,6 +22,8 @@ ROLE_HELPER = "helper"
 # The OS image contract.
 LABEL_OS_VERSION = "io.osctl.os.version"
 MANIFEST_PATH = "/usr/lib/osctl/release.yaml"
+TRUST_ROOT_PATH = "/usr/lib/osctl/trust/root.json"  # optional: the release keys' root, travelling with versions
+TRUST_ROOT_FILE = "trust-root.json"  # its copy in the stored version's folder
 
 # Layout under the host root (all relative to --root).
 CONFIG_FILE = "etc/osctl/config.yaml"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from osctl.adapters import fsutil
-from osctl.constants import CONFIG_FILE, DEFAULT_ROOT, MACHINE_ID_FILE
+from osctl.constants import CONFIG_FILE, DEFAULT_ROOT, MACHINE_ID_FILE, TRUST_ROOT_FILE
 from osctl.errors import ConfigError, Issue, UsageError
 from osctl.models.refs import validate_etcd_endpoint, validate_group, validate_host_id, validate_repository
 
@@ -148,6 +148,9 @@ class Settings:
             return TrustConfig(_read_root(Path(path), origin), "option" if origin == "--trust-root" else "environment",
                                mode, url)
         if section is None or section.root is None:
+            shipped = self._shipped_root()
+            if shipped is not None:
+                return TrustConfig(shipped[1], f"OS image {shipped[0]}", mode, url)
             return TrustConfig(None, "unset", mode, url)
         if isinstance(section.root, dict):
             import json
@@ -155,6 +158,24 @@ class Settings:
             return TrustConfig(json.dumps(section.root).encode(), "settings file", mode, url)
         return TrustConfig(_read_root(self.config_path.parent / section.root, f"{self.config_path}: trust.root"),
                            "settings file", mode, url)
+
+    def _shipped_root(self) -> tuple[str, bytes] | None:
+        """The root the host's default version ships (``/usr/lib/osctl/trust/root.json``), if any.
+
+        The weakest source, used only when nothing else names a root: an OS image carries the
+        keys that vouch for its successors, as an installer medium does. A root that the chain
+        of roots already passed is not a step back: the trusted metadata folder keeps the newest.
+        """
+        from osctl.domain import bootpointer
+        from osctl.domain.store import Store
+
+        version = bootpointer.read(self.root).default
+        if version is None:
+            return None
+        path = Store(self.root).version_dir(version) / TRUST_ROOT_FILE
+        if not path.is_file():
+            return None
+        return version, _read_root(path, f"the root shipped in {version}")
 
     def require_etcd(self) -> tuple[str, ...]:
         if not self.etcd_endpoints:

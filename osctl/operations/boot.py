@@ -108,6 +108,7 @@ def _boot(settings: Settings, engine: Engine, health_timeout: float, events: Eve
         if pointer.default is None:
             make_current(settings.root, services=state)
             return result
+        for_settings(settings).warn_if_revoked(pointer.default)
         _bring_alone(settings, engine, pointer.default, state, health_timeout, events)
         return result
 

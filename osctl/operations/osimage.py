@@ -13,7 +13,7 @@ from pathlib import Path
 
 from osctl.adapters import fsutil
 from osctl.adapters.engine import Engine
-from osctl.constants import LABEL_OS_VERSION, MANIFEST_PATH
+from osctl.constants import LABEL_OS_VERSION, MANIFEST_PATH, TRUST_ROOT_PATH
 from osctl.domain.manifest import parse_manifest
 from osctl.domain.naming import host_labels
 from osctl.errors import ImageFileError, Issue, ManifestError, NotFoundError, UsageError
@@ -21,6 +21,9 @@ from osctl.models.engine import ImageInfo, PullProgress
 from osctl.models.manifest import ReleaseManifest
 from osctl.models.refs import ImageRef
 from osctl.models.version import try_parse
+
+
+MAX_TRUST_ROOT = 512_000  # python-tuf's own limit for root metadata
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class OsImageReport:
     manifest: ReleaseManifest
     manifest_text: bytes
     artifacts: dict[str, bytes]  # path inside the image -> content
+    trust_root: bytes | None = None  # the release keys' root.json the image ships, if any
 
     @property
     def version(self) -> str:
@@ -111,12 +115,15 @@ def inspect_os_image(
     wanted = {"boot.kernel": manifest.boot.kernel}
     if manifest.boot.initrd:
         wanted["boot.initrd"] = manifest.boot.initrd
-    found = _read_files(engine, ref, wanted, host_id)
+    found = _read_files(engine, ref, {**wanted, "trust root": TRUST_ROOT_PATH}, host_id)
     missing = [Issue(key, f"{path} is not a file in the image") for key, path in wanted.items() if found[path] is None]
     if missing:
         raise ManifestError(f"{ref}:{MANIFEST_PATH}", missing)
     artifacts = {path: found[path] or b"" for path in wanted.values()}
-    return OsImageReport(ref, info, manifest, text, artifacts)
+    if len(found.get(TRUST_ROOT_PATH) or b"") > MAX_TRUST_ROOT:
+        raise ManifestError(str(ref), [Issue("", f"{TRUST_ROOT_PATH} is larger than {MAX_TRUST_ROOT} bytes: "
+                                                 "not a root.json")])
+    return OsImageReport(ref, info, manifest, text, artifacts, found.get(TRUST_ROOT_PATH))
 
 
 def _read_files(engine: Engine, ref: str, wanted: dict[str, str], host_id: str) -> dict[str, bytes | None]:

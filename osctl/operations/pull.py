@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from osctl.adapters.engine import Engine
 from osctl.adapters.locking import host_lock
 from osctl.adapters.registry import Registry
-from osctl.constants import MANIFEST_PATH
+from osctl.constants import MANIFEST_PATH, TRUST_ROOT_FILE, TRUST_ROOT_PATH
 from osctl.domain.current import make_current
 from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.naming import hold_ref
@@ -105,6 +105,8 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
              "vmlinuz": (boot.kernel, report.artifacts[boot.kernel])}
     if boot.initrd:
         files["initrd.img"] = (boot.initrd, report.artifacts[boot.initrd])
+    if report.trust_root is not None:  # rotation travels with versions (docs/trust.md)
+        files[TRUST_ROOT_FILE] = (TRUST_ROOT_PATH, report.trust_root)
     record = StoreRecord(
         version=tag, repository=repo, digest=wanted.digest, image_id=report.image.id,
         size=report.image.size, created=report.image.created,

@@ -118,6 +118,15 @@ class HostTrust:
             raise TrustError(f"the stored {version} was not verified when it was stored, and the release metadata "
                              "does not vouch for it; refused", hint=f"osctl pull {version} once the metadata signs it")
 
+    def warn_if_revoked(self, version: str) -> None:
+        """Booting the default version is never refused (the host would have nothing to run), but a
+        revocation the host has seen for it is said, once."""
+        index = self.known() if self.enforced else None
+        revoked = index.revocation(version) if index is not None else None
+        if revoked is not None:
+            self._warn("running-revoked", f"{version}, the version this host boots, is {revoked}; move to a "
+                       "version the release keys vouch for (osctl list-versions)")
+
     def _new_client(self) -> TufClient:
         trust, image = self.settings.trust, self.settings.require_image()
         assert trust.root is not None, "refresh without a trust root"
