@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from osctl.adapters.registry import Registry
-from osctl.adapters.tufclient import TufClient, read_index
 from osctl.constants import STATE_DIR
 from osctl.domain.settings import Settings
 from osctl.errors import OsctlError, RegistryUnavailable, TrustError
 from osctl.models.store import StoreRecord
 from osctl.models.trust import ReleaseIndex, SignedRelease
+
+if TYPE_CHECKING:  # python-tuf and its crypto cost ~0.2 s to import: only hosts with a root pay it
+    from osctl.adapters.tufclient import TufClient
 
 log = logging.getLogger(__name__)  # the CLI shows this logger's warnings as `warning:` lines
 
@@ -73,6 +76,8 @@ class HostTrust:
         """What the host last trusted, read offline (expiry not checked); None if it never refreshed."""
         if self._index is not None:
             return self._index
+        from osctl.adapters.tufclient import read_index
+
         return read_index(self.cache)
 
     def require(self, version: str) -> SignedRelease:
@@ -128,6 +133,8 @@ class HostTrust:
                        "version the release keys vouch for (osctl list-versions)")
 
     def _new_client(self) -> TufClient:
+        from osctl.adapters.tufclient import TufClient
+
         trust, image = self.settings.trust, self.settings.require_image()
         assert trust.root is not None, "refresh without a trust root"
         images = Registry(image)
