@@ -89,7 +89,8 @@ def pull(app: AppContext, version: str, quiet: bool, as_json: bool) -> None:
     elif result.already_stored:
         render.stdout.print(f"{record.version} is already stored ({record.digest[:19]})")
     else:
-        render.stdout.print(f"[green]stored[/] {record.version} ({record.digest[:19]}, {_size(record.size)})")
+        verified = ", verified: signed by the release keys" if record.verified else ""
+        render.stdout.print(f"[green]stored[/] {record.version} ({record.digest[:19]}, {_size(record.size)}{verified})")
 
 
 def _pin_command(name: str, pinned: bool, doc: str) -> click.Command:
