@@ -290,7 +290,8 @@ class ReleaseRepository:
             number, _, role = entry.name.removesuffix(".json").partition(".")
             if entry.name.endswith(".json") and number.isdigit() and role in found:
                 found[role].append((int(number), entry.name))
-        names = [name for _, name in sorted(found["root"])]
+        # A root newer than root.json is one a commit did not finish: never published.
+        names = [name for number, name in sorted(found["root"]) if number <= self.role_version("root")]
         for role in ("targets", "snapshot"):
             current = f"{self.role_version(role)}.{role}.json"
             names += [name for _, name in sorted(found[role])] if every_version else [current]
@@ -434,7 +435,7 @@ class ReleaseRepository:
             except UnsignedMetadataError:
                 role_def: Role = delegator.roles[role]
                 here = len([k for k in role_def.keyids if k in self._md[role].signatures])
-                which = f"the current root's {role}" if delegator is not root else role
+                which = "the root it replaces" if delegator is not root else f"the {role} role"
                 raise TrustError(
                     f"cannot sign {role} metadata: {which} needs {role_def.threshold} of its "
                     f"{len(role_def.keyids)} keys and {here} {'is' if here == 1 else 'are'} in "
@@ -541,7 +542,11 @@ def _signed_target(name: str, info: TargetFile) -> SignedTarget:
         digest = Digest(digest) if digest else Digest(f"sha256:{info.hashes.get('sha256', '')}")
     except ValueError:
         digest = Digest("sha256:" + "0" * 64)  # not osctl's metadata: shown, never installed from here
-    text = lambda key: custom.get(key) if isinstance(custom.get(key), str) else None  # noqa: E731
+
+    def text(key: str) -> str | None:
+        value = custom.get(key)
+        return value if isinstance(value, str) else None
+
     return SignedTarget(name, digest, info.length, text("media_type"), text("repository"),
                         str(revoked.get("reason") or "") if revoked else None,
                         str(revoked.get("at") or "") if revoked else None)

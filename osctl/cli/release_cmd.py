@@ -83,11 +83,14 @@ def init(app: AppContext, keys: Path, root_keys: int, root_threshold: int, out: 
 @click.option("--min-version", metavar="V", help="Revoke every version older than V (the anti-rollback floor).")
 @click.option("--reason", metavar="TEXT", help="Why the versions below --min-version are revoked.")
 @out_option
-@click.argument("versions", nargs=-1, required=True, metavar="V [V ...]")
+@click.argument("versions", nargs=-1, metavar="[V]...")
 @pass_app
 def sign(app: AppContext, keys: Path, min_version: str | None, reason: str | None, out: Path | None,
          versions: tuple[str, ...]) -> None:
-    """Sign each version V: its image manifest's digest and length, as the registry serves it now."""
+    """Sign each version V: its image manifest's digest and length, as the registry serves it now.
+
+    With --min-version alone, only the floor rises.
+    """
     outcome = _release(app, keys, out).sign(list(versions), min_version, reason)
     for target in outcome.targets:
         render.stdout.print(f"[green]signed[/] {target.version} {target.digest[:19]} ({target.length} bytes)")

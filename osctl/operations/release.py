@@ -99,7 +99,7 @@ class Release:
         image = self._require_image()
         tags = list(dict.fromkeys(OsVersion.parse(v).tag for v in versions))
         if not tags and min_version is None:
-            raise UsageError("nothing to sign: name at least one version")
+            raise UsageError("nothing to sign: name at least one version, or --min-version")
         if reason is not None and min_version is None:
             raise UsageError("--reason goes with --min-version (why the versions below it are revoked)")
         floor_tag = OsVersion.parse(min_version).tag if min_version is not None else None

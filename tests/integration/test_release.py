@@ -43,7 +43,7 @@ class Publisher:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OSCTL_")}
         env.update(OSCTL_ROOT=str(self.root), OSCTL_IMAGE=self.image, OSCTL_RELEASE_KEYS=str(self.keys))
         return subprocess.run([sys.executable, "-m", "osctl", "release", *args], capture_output=True, text=True,
-                              env=env, timeout=60, stdin=subprocess.DEVNULL)
+                              env=env, timeout=60, stdin=subprocess.DEVNULL, check=False)
 
     def ok(self, *args: str) -> str:
         proc = self.osctl(*args)

@@ -78,14 +78,14 @@ def osctl_release(tmp_path: Path, image: str, *args: str) -> str:
     env.update(OSCTL_ROOT=str(tmp_path / "root"), OSCTL_IMAGE=image, OSCTL_RELEASE_KEYS=str(tmp_path / "keys"))
     (tmp_path / "root").mkdir(exist_ok=True)
     proc = subprocess.run([sys.executable, "-m", "osctl", "release", *args], capture_output=True, text=True,
-                          env=env, timeout=60, stdin=subprocess.DEVNULL)
+                          env=env, timeout=60, stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
 def tufjs(node: str, url: str, root: Path, cache: Path, *targets: str) -> tuple[int, dict[str, Any]]:
     proc = subprocess.run([node, str(SCRIPT), url, str(root), str(cache), *targets], capture_output=True,
-                          text=True, timeout=60, cwd=INTEROP, stdin=subprocess.DEVNULL)
+                          text=True, timeout=60, cwd=INTEROP, stdin=subprocess.DEVNULL, check=False)
     assert proc.stdout.strip(), f"tuf-js printed nothing (exit {proc.returncode}): {proc.stderr[-500:]}"
     return proc.returncode, json.loads(proc.stdout)
 

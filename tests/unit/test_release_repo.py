@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from securesystemslib.signer import CryptoSigner
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from securesystemslib.signer import CryptoSigner
 from tuf.api.exceptions import DownloadHTTPError, UnsignedMetadataError
 from tuf.api.metadata import Metadata
 from tuf.ngclient import FetcherInterface, Updater
@@ -461,3 +461,12 @@ def test_release_commands_fail_in_one_line(tmp_path: Path, capsys: pytest.Captur
     monkeypatch.setenv("OSCTL_RELEASE_KEYS", str(tmp_path / "from-env"))
     code = main(["--root", str(tmp_path), "release", "init"])
     assert code == 0 and (tmp_path / "from-env" / "root.json").is_file()
+
+
+def test_a_root_that_a_commit_did_not_finish_is_never_published(tmp_path: Path, release: Release,
+                                                                 world: FakeRegistries) -> None:
+    release.init()
+    (tmp_path / "keys" / "metadata" / "2.root.json").write_bytes(b"{}")  # written, then the power went
+    outcome = release.timestamp()
+    assert "2.root.json" not in outcome.publication.files and "2.root.json" not in outcome.publication.written
+    assert (f"{IMAGE}-tuf", "2.root.json") not in world.manifests
