@@ -42,6 +42,7 @@ class LazyGroup(click.Group):
         "cloud-init": ("osctl.cli.cloudinit_cmd", "cloud_init"),
         "agent": ("osctl.cli.agent_cmd", "agent"),
         "fleet": ("osctl.cli.fleet_cmd", "fleet"),
+        "release": ("osctl.cli.release_cmd", "release"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
