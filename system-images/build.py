@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the osctl OS image family and push it to a registry.
 
-    .venv/bin/python system-images/build.py --registry 127.0.0.1:5000 [--only v1.4] [--force]
+    .venv/bin/python system-images/build.py --registry 127.0.0.1:5000 [--only v1.4] [--force] [--keys DIR]
 
 Why it looks like this:
 
@@ -18,6 +18,10 @@ Why it looks like this:
   hash, the busybox binary and the registry address) is hashed into the label
   `io.osctl.build-hash`. An image whose local copy carries the same hash, and which the
   registry already has, is neither built nor pushed.
+* With `--keys DIR` (scripts/setup passes the development key set it made in .run/), the OS
+  versions are then signed with `osctl release sign`, as a publisher would: signing what is
+  already signed changes nothing, and the timestamp is renewed when it has less than half its
+  life left, so hosts given DIR/root.json can install the family on any day.
 * File times in the contexts are fixed, so a COPY of unchanged sources yields an identical
   layer, and the engine's layer cache is always used (even with --force): rebuilt images
   keep sharing the busybox and base layers, and the registry de-duplicates them.
@@ -29,12 +33,14 @@ import argparse
 import hashlib
 import io
 import json
+import subprocess
 import sys
 import tarfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -330,6 +336,24 @@ def push(client, ref: str) -> None:
 
 # --- main ------------------------------------------------------------------------------------
 
+def sign(keys: str, image: str, versions: list[str]) -> None:
+    """Sign ``versions`` with the release keys and keep the timestamp fresh (``osctl release``)."""
+    def release(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "osctl", "--image", image, "release", *args, "--keys", keys],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise BuildError(f"osctl release {args[0]} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    t0 = time.monotonic()
+    release("sign", *versions)
+    roles = {r["role"]: r for r in json.loads(release("status", "--json"))["roles"]}
+    expires = datetime.fromisoformat(roles["timestamp"]["expires"].replace("Z", "+00:00"))
+    if expires - datetime.now(timezone.utc) < timedelta(hours=12):
+        release("timestamp")
+    print(f"{'signed':<13}{image + '-tuf':<42}{len(versions):>6} versions  {time.monotonic() - t0:5.1f}s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -340,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true",
                     help="build and push even when up to date (the layer cache still applies)")
     ap.add_argument("--list", action="store_true", help="print the versions it would build")
+    ap.add_argument("--keys", metavar="DIR", help="then sign the OS versions with the release keys in DIR")
     args = ap.parse_args(argv)
     started = time.monotonic()
     try:
@@ -369,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
             info = client.api.inspect_image(img.ref)
             print(f"{status:<13}{img.ref:<42}{info['Id'][7:19]}  {info['Size'] / 1e6:5.2f} MB"
                   f"  {time.monotonic() - t0:5.1f}s", flush=True)
+        if args.keys:
+            versions = [img.name for img in images if LABEL_OS_VERSION in img.labels]
+            sign(args.keys, f"{args.registry}/{args.repository}", versions)
         print(f"done: {len(images)} images in {time.monotonic() - started:.1f}s", flush=True)
         return 0
     except BuildError as exc:

@@ -37,7 +37,7 @@ from osctl.operations.pull import pull_version
 from osctl.operations.releases import newest_valid_release
 from osctl.operations.services import skipped
 from osctl.operations.serviceset import Skip
-from osctl.operations.trust import for_settings
+from osctl.operations.trust import for_settings, signed_hint
 
 DEFAULT_HEALTH_TIMEOUT = 120.0
 DEFAULT_TRIES = 3
@@ -149,9 +149,8 @@ def _trust_gate(settings: Settings, tag: str, record: StoreRecord | None) -> Non
         trust.note_unverified()
     elif record is not None:
         trust.check_stored(record)
-    elif (refusal := trust.index().refusal(tag)) is not None:
-        raise TrustError(f"{tag} is {refusal}; refused",
-                         hint="osctl list-versions shows what is signed and what is revoked")
+    elif (refusal := (index := trust.index()).refusal(tag)) is not None:
+        raise TrustError(f"{tag} is {refusal}; refused", hint=signed_hint(index, tag))
 
 
 def _compare(settings: Settings, plan: Plan) -> None:

@@ -89,8 +89,7 @@ class HostTrust:
         index = self.index()
         refusal = index.refusal(version)
         if refusal is not None:
-            signed = ", ".join(index.installable()[:3]) or "none"
-            raise TrustError(f"{version} is {refusal}; refused", hint=f"signed versions: {signed}")
+            raise TrustError(f"{version} is {refusal}; refused", hint=signed_hint(index, version))
         assert self._client is not None
         return self._client.check_manifest(version)
 
@@ -156,3 +155,14 @@ def for_settings(settings: Settings) -> HostTrust:
         settings.memo["trust"] = found
     return found
 
+
+def signed_hint(index: ReleaseIndex, version: str) -> str:
+    """The signed versions nearest to ``version`` that may be installed: what the user likely meant."""
+    from osctl.models.version import OsVersion
+
+    usable = sorted(OsVersion.parse(v) for v in index.installable())
+    if not usable:
+        return "the release keys sign no version that may be installed"
+    asked = OsVersion.parse(version)
+    near = [v for v in usable if v < asked][-1:] + [v for v in usable if v > asked][:1]
+    return "nearest signed: " + ", ".join(v.tag for v in near) + " (osctl list-versions shows them all)"
