@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from osctl.adapters.registry import Registry
 from osctl.constants import STATE_DIR
 from osctl.domain.settings import Settings
-from osctl.errors import OsctlError, RegistryUnavailable, TrustError
+from osctl.errors import RegistryUnavailable, TrustError
 from osctl.models.store import StoreRecord
 from osctl.models.trust import ReleaseIndex, SignedRelease
 

@@ -27,7 +27,6 @@ from osctl.errors import NotFoundError
 from tests.support import registry_tools
 from tests.support.hosts import registry_tags
 
-OCI = "application/vnd.oci.image.manifest.v1+json"
 
 
 @dataclass
@@ -58,16 +57,6 @@ class Publisher:
         return ociartifact.get_file(self.tuf_repo, name, 1 << 20)
 
 
-def _delete_everything(registry: str, repo: str) -> None:
-    """Every manifest of ``repo``, OCI artifacts included (registry_tools asks for Docker v2 only)."""
-    tags = registry_tools._request("GET", f"http://{registry}/v2/{repo}/tags/list")
-    for tag in (json.loads(tags[2]).get("tags") or []) if tags[0] == 200 else []:
-        status, headers, _ = registry_tools._request(
-            "HEAD", f"http://{registry}/v2/{repo}/manifests/{tag}", headers={"Accept": f"{registry_tools.V2}, {OCI}"})
-        if status == 200:
-            registry_tools._request("DELETE", f"http://{registry}/v2/{repo}/manifests/{headers['Docker-Content-Digest']}")
-
-
 @pytest.fixture
 def publisher(registry: str, tmp_path: Path) -> Iterator[Publisher]:
     repo = f"osctl-test/rel-{uuid.uuid4().hex[:10]}"
@@ -75,8 +64,8 @@ def publisher(registry: str, tmp_path: Path) -> Iterator[Publisher]:
         registry_tools.copy_tags(registry, "osctl/os", version, repo, [version])
     (tmp_path / "root").mkdir()
     yield Publisher(f"{registry}/{repo}", tmp_path / "root", tmp_path / "keys", tmp_path / "out")
-    _delete_everything(registry, repo)
-    _delete_everything(registry, f"{repo}-tuf")
+    registry_tools.delete_repository(registry, repo)
+    registry_tools.delete_repository(registry, f"{repo}-tuf")
 
 
 class ArtifactFetcher(FetcherInterface):

@@ -26,7 +26,6 @@ from tests.support import registry_tools
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"
 SCRIPT = INTEROP / "tufjs_refresh.mjs"
-OCI = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +46,7 @@ def image(registry: str) -> Iterator[str]:
         registry_tools.copy_tags(registry, "osctl/os", version, repo, [version])
     yield f"{registry}/{repo}"
     for name in (repo, f"{repo}-tuf"):
-        status, _, body = registry_tools._request("GET", f"http://{registry}/v2/{name}/tags/list")
-        for tag in (json.loads(body).get("tags") or []) if status == 200 else []:
-            status, headers, _ = registry_tools._request(
-                "HEAD", f"http://{registry}/v2/{name}/manifests/{tag}", headers={"Accept": f"{registry_tools.V2}, {OCI}"})
-            if status == 200:
-                registry_tools._request("DELETE", f"http://{registry}/v2/{name}/manifests/{headers['Docker-Content-Digest']}")
+        registry_tools.delete_repository(registry, name)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import urllib.request
 import docker
 
 V2 = "application/vnd.docker.distribution.manifest.v2+json"
+OCI = "application/vnd.oci.image.manifest.v1+json"  # what osctl's metadata artifacts (<image>-tuf) are
 
 
 def _request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
@@ -51,12 +52,14 @@ def copy_tags(registry: str, src_repo: str, src_tag: str, dst_repo: str, tags: l
 
 
 def delete_repository(registry: str, repo: str) -> None:
-    """Delete every manifest of ``repo`` (the registry keeps the empty repository name)."""
+    """Delete every manifest of ``repo``, images and OCI artifacts alike (the registry keeps the
+    empty repository name)."""
     status, _, body = _request("GET", f"http://{registry}/v2/{repo}/tags/list")
     tags = (json.loads(body).get("tags") or []) if status == 200 else []
     digests = set()
     for tag in tags:
-        status, headers, _ = _request("HEAD", f"http://{registry}/v2/{repo}/manifests/{tag}", headers={"Accept": V2})
+        status, headers, _ = _request("HEAD", f"http://{registry}/v2/{repo}/manifests/{tag}",
+                                      headers={"Accept": f"{V2}, {OCI}"})
         if status == 200:
             digests.add(headers["Docker-Content-Digest"])
     for digest in digests:
