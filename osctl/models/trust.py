@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from osctl.models.base import DocumentModel
 from osctl.models.refs import Digest
@@ -32,10 +32,37 @@ def validate_metadata_url(value: str) -> str:
     return value
 
 
+def _root_value(value: object) -> object:
+    """A path (a non-empty string) or the root document inline (a mapping shaped like TUF root
+    metadata); anything else is one message, not pydantic's one per member of the union.
+
+    Only the shape is looked at here (models do no I/O and know no TUF): whether it is valid,
+    correctly signed root metadata is python-tuf's to say when the root is used.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or "\0" in value:
+            raise ValueError("the trusted root is a path to root.json, or the root document inline; not an empty string")
+        if text.startswith("{"):
+            raise ValueError("this is a string, not a mapping: give the root document inline unquoted (JSON is YAML), "
+                             "or a path to root.json")
+        return value
+    if isinstance(value, dict):
+        signed = value.get("signed")
+        if not isinstance(signed, dict) or signed.get("_type") != "root" or not isinstance(value.get("signatures"), list):
+            raise ValueError("an inline root is the root.json document itself: a mapping with 'signatures' and "
+                             "'signed' (whose _type is root)")
+        return value
+    kind = ("a boolean" if isinstance(value, bool) else "a number" if isinstance(value, int | float)
+            else "a list" if isinstance(value, list) else "binary data" if isinstance(value, bytes)
+            else type(value).__name__)
+    raise ValueError(f"the trusted root is a path to root.json or the root document inline (a mapping), not {kind}")
+
+
 class TrustSettings(DocumentModel):
     """The ``trust:`` key of the settings file and of the ``osctl:`` user-data section."""
 
-    root: str | dict[str, Any] | None = Field(
+    root: Annotated[str | dict[str, Any], BeforeValidator(_root_value)] | None = Field(
         default=None,
         description="the root metadata hosts trust: a path to root.json (relative paths are read from the "
                     "settings file's folder), or the document itself, inline")
