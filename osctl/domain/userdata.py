@@ -192,12 +192,23 @@ def validate(raw: bytes, source: str, *, strict: bool = False) -> tuple[list[Iss
     return data.issues, data.warnings
 
 
-def merge(base: Any, update: Any) -> Any:
-    """cloud-init's ``dict(replace)+list()+str()``: maps merge recursively, the rest is replaced."""
-    if isinstance(base, dict) and isinstance(update, dict):
+# Values of the settings (the ``osctl:`` section) that a later one replaces whole instead of being
+# merged into: a signed document is only valid as its author wrote it (two roots merged key by
+# key are neither root, and their signatures fail).
+WHOLE_SETTINGS: frozenset[tuple[str, ...]] = frozenset({("trust", "root")})
+WHOLE_USER_DATA: frozenset[tuple[str, ...]] = frozenset(("osctl", *path) for path in WHOLE_SETTINGS)
+
+
+def merge(base: Any, update: Any, whole: AbstractSet[tuple[str, ...]] = frozenset(),
+          _at: tuple[str, ...] = ()) -> Any:
+    """cloud-init's ``dict(replace)+list()+str()``: maps merge recursively, the rest is replaced.
+
+    A map at one of the key paths in ``whole`` is replaced too, never merged into.
+    """
+    if isinstance(base, dict) and isinstance(update, dict) and _at not in whole:
         merged = dict(base)
         for key, value in update.items():
-            merged[key] = merge(base[key], value) if key in base else value
+            merged[key] = merge(base[key], value, whole, (*_at, key)) if key in base else value
         return merged
     return update
 
@@ -414,7 +425,7 @@ class _Parser:
     def finish(self) -> None:
         """Merge the cloud-config parts; validate the result when every part was valid."""
         for _, parsed in self.configs:
-            self.config = merge(self.config, parsed.data)
+            self.config = merge(self.config, parsed.data, WHOLE_USER_DATA)
         if self.errors or not self.configs:
             return
         merged = _Merged(self.config, self.configs)

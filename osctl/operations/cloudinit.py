@@ -37,7 +37,7 @@ from osctl.domain import bootpointer, hostfiles, servicestate
 from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings, read_settings_file
 from osctl.domain.store import Store
-from osctl.domain.userdata import UserData, merge, parse_user_data
+from osctl.domain.userdata import WHOLE_SETTINGS, UserData, merge, parse_user_data
 from osctl.errors import ConfigError, Issue, OsctlError, UsageError
 from osctl.models.engine import ContainerSpec, Mount
 from osctl.models.events import ServiceResult
@@ -269,19 +269,48 @@ class _Applier:
             section["services"] = services
         path = self.root / CONFIG_FILE
         current = read_settings_file(self.root).model_dump(mode="json", exclude_defaults=True)
-        merged = merge(current, section)
+        merged = merge(current, section, WHOLE_SETTINGS)
         try:
             self.merged_settings = HostSettings.model_validate(merged)
         except ValidationError as exc:
             raise ConfigError(str(path), [Issue(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()]) from None
         if not section:
             return None
+        self.check_trust_root(section.get("trust"), path)
         from ruamel.yaml import YAML  # only when there is something to write
 
         out = io.StringIO()
         out.write("# osctl host settings; user data (osctl: section) is merged in at every boot\n")
         YAML(typ="safe", pure=True).dump(merged, out)
         return "settings updated" if self.write(path, out.getvalue().encode()) else None
+
+    def check_trust_root(self, trust: Any, config: Path) -> None:
+        """The ``trust.root`` the user data gives, checked before it is written: an inline root
+        must be TUF root metadata (a host with a broken root refuses every new version); a path
+        is read on the host when the root is used, so a path that is not there gets a warning."""
+        root = trust.get("root") if isinstance(trust, dict) else None
+        if isinstance(root, dict):
+            from osctl.adapters.tufclient import root_version  # python-tuf, only when a root is given
+
+            try:
+                root_version(json.dumps(root).encode())
+            except UsageError as exc:
+                raise UsageError(f"osctl.trust.root: {exc.message}", hint=exc.hint) from None
+        elif isinstance(root, str) and not (where := config.parent / root).is_file() and not self.writes(where.resolve()):
+            self.report.warnings.append(
+                f"osctl.trust.root: {where} does not exist on this host: the trusted root is read "
+                "from there when a version is resolved; ship the file first (write_files, or the OS image), or "
+                "give the root inline")
+
+    def writes(self, path: Path) -> bool:
+        """Does ``write_files`` of this user data write ``path`` (later in this boot)?"""
+        for entry in self.config.get("write_files") or []:
+            try:
+                if hostfiles.under_root(self.root, entry["path"]) == path:
+                    return True
+            except OsctlError:
+                continue
+        return False
 
     def services(self) -> str | None:
         """The running set takes the host's extra services (and their changes) now."""
