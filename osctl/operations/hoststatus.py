@@ -8,12 +8,39 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
 from osctl.adapters.engine import Engine
+from osctl.constants import TUF_DIR
 from osctl.domain import bootpointer, servicestate
 from osctl.domain.journal import Journal
-from osctl.domain.settings import Settings
+from osctl.domain.settings import ENV_TRUST_ROOT, Settings
+from osctl.errors import OsctlError
+from osctl.models.version import try_parse
 from osctl.operations import cloudinit, serviceset
+
+
+@dataclass(frozen=True)
+class TrustStatus:
+    """The trusted root and what the host last trusted of the release metadata, read offline:
+    status never asks the network (docs/trust.md)."""
+
+    origin: str  # where the root came from: option, environment, settings file, unset
+    mode: str  # enforce or off
+    enforced: bool
+    metadata_source: str | None  # the registry's <image>-tuf repository, or trust.metadata_url
+    configured_root_version: int | None = None  # the root given; the host may have followed newer ones
+    trusted: bool = False  # the host holds verified metadata (it refreshed at least once)
+    root_version: int | None = None  # of the root it trusts now (after following the chain)
+    targets_version: int | None = None
+    expires: str | None = None  # the earliest expiry of the four roles (ISO 8601, UTC)
+    expiring_role: str | None = None
+    expired: bool = False  # as of now; stored verified versions still boot, nothing new installs
+    signed: int = 0  # versions the targets metadata signs (revoked ones included)
+    revoked: list[str] = field(default_factory=list)  # revoked at revoke, or below the floor; oldest first
+    floor: str | None = None
+    floor_reason: str | None = None
+    problem: str | None = None  # the root or the stored metadata could not be read
 
 
 @dataclass(frozen=True)
@@ -43,6 +70,7 @@ class HostStatus:
     supervisor_pid: int | None = None
     supervisor_running: bool = False
     supervisor_updated_at: str | None = None
+    trust: TrustStatus | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -84,7 +112,51 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
         supervisor_pid=supervisor.pid,
         supervisor_running=_alive(supervisor.pid),
         supervisor_updated_at=supervisor.updated_at,
+        trust=trust_status(settings),
     )
+
+
+def trust_status(settings: Settings, now: datetime | None = None) -> TrustStatus:
+    """Which root the host trusts and what its last verified metadata says; no network."""
+    try:
+        config = settings.trust
+    except OsctlError as exc:  # the root's file cannot be read: every command that verifies says so too
+        origin = ("option" if settings.trust_root_option else "environment" if settings.env.get(ENV_TRUST_ROOT)
+                  else "settings file")
+        return TrustStatus(origin, "enforce", True, None, problem=exc.message)
+    cache = settings.root / TUF_DIR
+    if config.root is None and not (cache / "targets.json").exists():  # nothing to read: python-tuf stays unloaded
+        return TrustStatus(config.origin, config.mode, config.enforced, None)
+    from osctl.adapters.tufclient import read_index, root_version
+    from osctl.operations.trust import metadata_repository
+
+    source = config.metadata_url or (metadata_repository(settings.image) if settings.image else None)
+    base = {"origin": config.origin, "mode": config.mode, "enforced": config.enforced, "metadata_source": source}
+
+    problems = []
+    configured = None
+    if config.root is not None:
+        try:
+            configured = root_version(config.root)
+        except OsctlError as exc:
+            problems.append(f"the configured root: {exc.message}")
+    try:
+        index = read_index(cache)
+    except OsctlError as exc:
+        index = None
+        problems.append(exc.message)
+    problem = "; ".join(problems) or None
+    if index is None:
+        return TrustStatus(**base, configured_root_version=configured, problem=problem)
+    known = index.expires.year < 9999
+    revoked = sorted((v for v in index.releases if index.revocation(v) is not None), key=try_parse)  # type: ignore[arg-type]
+    return TrustStatus(
+        **base, configured_root_version=configured, trusted=True, root_version=index.root_version or None,
+        targets_version=index.targets_version,
+        expires=index.expires.isoformat(timespec="seconds") if known else None,
+        expiring_role=index.expiring_role if known else None,
+        expired=known and index.expired(now), signed=len(index.releases), revoked=revoked,
+        floor=index.floor, floor_reason=index.floor_reason, problem=problem)
 
 
 def _alive(pid: int | None) -> bool:
