@@ -29,7 +29,6 @@ TRUST_ROOT_FILE = "trust-root.json"  # its copy in the stored version's folder
 CONFIG_FILE = "etc/osctl/config.yaml"
 MACHINE_ID_FILE = "etc/machine-id"
 STATE_DIR = "var/lib/osctl"
-TUF_DIR = f"{STATE_DIR}/tuf"  # the trusted release metadata (operations.trust.CACHE_DIR)
 BOOT_DIR = "boot/osctl"
 
 # Defaults.

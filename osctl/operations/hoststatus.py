@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from osctl.adapters.engine import Engine
-from osctl.constants import TUF_DIR
 from osctl.domain import bootpointer, servicestate
 from osctl.domain.journal import Journal
 from osctl.domain.settings import ENV_TRUST_ROOT, Settings
 from osctl.errors import OsctlError
 from osctl.models.version import try_parse
 from osctl.operations import cloudinit, serviceset
+from osctl.operations.trust import CACHE_DIR, metadata_repository
 
 
 @dataclass(frozen=True)
@@ -121,14 +121,14 @@ def trust_status(settings: Settings, now: datetime | None = None) -> TrustStatus
     try:
         config = settings.trust
     except OsctlError as exc:  # the root's file cannot be read: every command that verifies says so too
+        in_file = settings.config_path.exists() and settings.file.trust.root is not None
         origin = ("option" if settings.trust_root_option else "environment" if settings.env.get(ENV_TRUST_ROOT)
-                  else "settings file")
+                  else "settings file" if in_file else "OS image")
         return TrustStatus(origin, "enforce", True, None, problem=exc.message)
-    cache = settings.root / TUF_DIR
+    cache = settings.root / CACHE_DIR
     if config.root is None and not (cache / "targets.json").exists():  # nothing to read: python-tuf stays unloaded
         return TrustStatus(config.origin, config.mode, config.enforced, None)
     from osctl.adapters.tufclient import read_index, root_version
-    from osctl.operations.trust import metadata_repository
 
     source = config.metadata_url or (metadata_repository(settings.image) if settings.image else None)
     base = {"origin": config.origin, "mode": config.mode, "enforced": config.enforced, "metadata_source": source}

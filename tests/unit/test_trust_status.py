@@ -15,10 +15,9 @@ import pytest
 from osctl.cli import render
 from osctl.cli.context import AppContext
 from osctl.cli.main import main
-from osctl.constants import TUF_DIR
 from osctl.domain.settings import Settings
 from osctl.models.engine import EngineInfo
-from osctl.operations import trust as trust_operations
+from osctl.operations.trust import CACHE_DIR as TUF_DIR
 from osctl.operations.hoststatus import trust_status
 from tests.support.fake_engine import FakeEngine
 from tests.support.tuf_by_hand import HandRepo
@@ -72,10 +71,6 @@ def status(capsys: pytest.CaptureFixture[str], host: Path, *args: str) -> tuple[
     code = main(["--root", str(host), "status", *args])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def test_the_status_cache_folder_is_the_one_trust_refreshes_into() -> None:
-    assert TUF_DIR == trust_operations.CACHE_DIR
 
 
 def test_no_root_says_nothing_is_verified(capsys: pytest.CaptureFixture[str], host: Path) -> None:
@@ -167,3 +162,17 @@ def test_an_unreadable_root_or_damaged_metadata_is_shown_not_fatal(capsys: pytes
     (host / "etc/osctl/root.json").unlink()
     code, out, _ = status(capsys, host)
     assert code == 0 and "cannot read the trusted root" in out
+
+
+def test_status_of_a_host_without_trust_does_not_load_python_tuf(host: Path) -> None:
+    """python-tuf and its crypto take a noticeable part of a second to import: a host with
+    nothing to verify does not pay for them in every status."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from osctl.domain.settings import Settings; from osctl.operations.hoststatus import "
+            f"trust_status; t = trust_status(Settings(root_option={str(host)!r}, env={{}})); "
+            "print(t.origin, sorted(m for m in sys.modules if m.split('.')[0] in ('tuf', 'securesystemslib')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout.strip() == "unset []", proc.stderr
