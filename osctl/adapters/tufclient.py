@@ -36,7 +36,8 @@ from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
 from osctl.adapters.ociartifact import get_file
 from osctl.adapters.registry import MAX_BODY, Registry
-from osctl.errors import NotFoundError, OsctlError, RegistryError, StateError, TrustError, UsageError
+from osctl.errors import (NotFoundError, OsctlError, RegistryError, RegistryUnavailable, StateError, TrustError,
+                          UsageError)
 from osctl.models.refs import Digest
 from osctl.models.trust import ReleaseIndex, SignedRelease
 from osctl.models.version import try_parse
@@ -122,7 +123,12 @@ class TufClient:
             if isinstance(exc, exceptions.DownloadLengthMismatchError):
                 raise TrustError(f"release metadata from {source} is longer than its signed or allowed length; "
                                  f"refused ({exc})") from None
-            raise RegistryError(f"cannot fetch the release metadata from {source}: {exc}") from None
+            if isinstance(exc, exceptions.DownloadHTTPError) and exc.status_code < 500:
+                raise RegistryError(f"cannot fetch the release metadata from {source}: {exc}") from None
+            # No answer (refused, timed out) or a server error: unreachable, as a registry that is
+            # down; a stored, verified version may still be switched to (HostTrust.check_stored).
+            reason = str(getattr(cause, "reason", None) or cause or exc or type(exc).__name__)
+            raise RegistryUnavailable(f"cannot reach the release metadata at {source}: {reason[-160:]}") from None
         except exceptions.ExpiredMetadataError as exc:
             raise self._expired(str(exc)) from None
         except exceptions.BadVersionNumberError as exc:
