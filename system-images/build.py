@@ -21,7 +21,10 @@ Why it looks like this:
 * With `--keys DIR` (scripts/setup passes the development key set it made in .run/), the OS
   versions are then signed with `osctl release sign`, as a publisher would: signing what is
   already signed changes nothing, and the timestamp is renewed when it has less than half its
-  life left, so hosts given DIR/root.json can install the family on any day.
+  life left, so hosts given DIR/root.json can install the family on any day. A signed version
+  never changes, so when the family's content did, that development key set is made anew.
+* Each OS version names its service images by digest too (`REPO:TAG@sha256:...`): the
+  signature on the OS image then covers them (docs/trust.md).
 * File times in the contexts are fixed, so a COPY of unchanged sources yields an identical
   layer, and the engine's layer cache is always used (even with --force): rebuilt images
   keep sharing the busybox and base layers, and the registry de-duplicates them.
@@ -33,6 +36,8 @@ import argparse
 import hashlib
 import io
 import json
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -250,6 +255,38 @@ def check_registry(registry: str) -> None:
         raise BuildError(f"registry {registry} is unreachable: {reason}") from None
 
 
+def pin_service_images(img: Image) -> None:
+    """Name each service image of an OS version by its digest too (``REPO:TAG@sha256:...``).
+
+    The OS image is what the release keys sign; a service image it names by tag alone could be
+    swapped in the registry without touching that signature, so hosts that enforce signed
+    releases refuse such a manifest (docs/trust.md). The services were pushed before this image
+    (``plan`` orders them first), so the registry knows their digests.
+    """
+    path = "rootfs/usr/lib/osctl/release.yaml"
+    text, mode = img.files[path]
+    for need in img.needs:
+        digest = registry_digest(need.ref)
+        text = re.sub(rf"(?m)(image:\s*[\"']?){re.escape(need.ref)}(?=[\"']?\s*$)", rf"\g<1>{need.ref}@{digest}",
+                      text.decode()).encode()
+    img.files[path] = (text, mode)
+    from osctl.domain.manifest import parse_manifest  # the host's own validator, as render_manifest uses
+    parse_manifest(text, f"versions/{img.name}/release.yaml", expected_version=img.name)
+
+
+def registry_digest(ref: str) -> str:
+    """The manifest digest REGISTRY/REPO:TAG has in the registry (a HEAD: no body moves)."""
+    registry, _, rest = ref.partition("/")
+    repo, _, tag = rest.rpartition(":")
+    req = urllib.request.Request(f"http://{registry}/v2/{repo}/manifests/{tag}", method="HEAD",
+                                 headers={"Accept": MANIFEST_V2})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.headers["Docker-Content-Digest"]
+    except (urllib.error.URLError, OSError, KeyError) as exc:
+        raise BuildError(f"registry: HEAD manifest of {ref}: {getattr(exc, 'reason', exc)}") from None
+
+
 def registry_hash(ref: str) -> str | None:
     """The build-hash label of REGISTRY/REPO:TAG as the registry serves it; None when absent.
 
@@ -338,16 +375,23 @@ def push(client, ref: str) -> None:
 
 def sign(keys: str, image: str, versions: list[str]) -> None:
     """Sign ``versions`` with the release keys and keep the timestamp fresh (``osctl release``)."""
-    def release(*args: str) -> str:
+    def release(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([sys.executable, "-m", "osctl", "--image", image, "release", *args, "--keys", keys],
                               capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
+        if check and proc.returncode != 0:
             raise BuildError(f"osctl release {args[0]} failed: {proc.stderr.strip()}")
-        return proc.stdout
+        return proc
 
     t0 = time.monotonic()
-    release("sign", *versions)
-    roles = {r["role"]: r for r in json.loads(release("status", "--json"))["roles"]}
+    if release("sign", *versions, check=False).returncode == 7:
+        # A signed version never changes (osctl refuses to sign other content under it). These
+        # are development keys for a family rebuilt from source: when its content changed, the
+        # keys are made anew, and hosts given the new root.json trust the new family.
+        print(f"{'new keys':<13}{keys}: the family changed since it was signed", flush=True)
+        shutil.rmtree(keys)
+        release("init")
+        release("sign", *versions)
+    roles = {r["role"]: r for r in json.loads(release("status", "--json").stdout)["roles"]}
     expires = datetime.fromisoformat(roles["timestamp"]["expires"].replace("Z", "+00:00"))
     if expires - datetime.now(timezone.utc) < timedelta(hours=12):
         release("timestamp")
@@ -378,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         check_registry(args.registry)
         for img in images:
             t0 = time.monotonic()
+            if img.needs:
+                pin_service_images(img)
             remote = registry_hash(img.ref) if img.push else None
             if img.push and not args.force and remote == img.hash:
                 print(f"{'up-to-date':<13}{img.ref:<42}{'(registry)':>12}  {time.monotonic() - t0:14.1f}s", flush=True)

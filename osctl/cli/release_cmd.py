@@ -139,6 +139,25 @@ def timestamp(app: AppContext, keys: Path, expiry: float | None, out: Path | Non
 @release.command()
 @keys_option
 @click.argument("role", metavar="ROLE", type=click.Choice(["root", "targets", "snapshot", "timestamp"]))
+@click.option("--expiry", metavar="DURATION", callback=_expiry,
+              help="How long the new version is valid, e.g. 365d.  [default: the role's: root 365 days, "
+                   "targets 90, snapshot 7, timestamp 1]")
+@out_option
+@pass_app
+def renew(app: AppContext, keys: Path, role: str, expiry: float | None, out: Path | None) -> None:
+    """Sign ROLE again with the same keys and a new expiry (the root before its year is up)."""
+    outcome = _release(app, keys, out).renew(role, expiry)
+    from osctl.adapters.tufrepo import iso
+
+    renewed = next(state for state in outcome.status.roles if state.role == role)
+    render.stdout.print(f"{role} v{renewed.version}, expires {iso(renewed.expires)}")
+    _roles(outcome)
+    _published(outcome.publication)
+
+
+@release.command()
+@keys_option
+@click.argument("role", metavar="ROLE", type=click.Choice(["root", "targets", "snapshot", "timestamp"]))
 @out_option
 @pass_app
 def rotate(app: AppContext, keys: Path, role: str, out: Path | None) -> None:

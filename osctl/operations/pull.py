@@ -27,7 +27,7 @@ from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.naming import hold_ref
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
-from osctl.errors import IntegrityError, ManifestError, NotFoundError, OsctlError
+from osctl.errors import IntegrityError, ManifestError, NotFoundError, OsctlError, TrustError
 from osctl.models.engine import PullProgress
 from osctl.models.refs import ImageRef
 from osctl.models.registry import TagManifest
@@ -88,6 +88,8 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
     try:
         report = verified_image(settings, engine, registry, by_digest, tag, wanted, progress,
                                 tag_must_match=not trust.enforced)
+        if trust.enforced:
+            _require_pinned_services(tag, report)
     except OsctlError as exc:
         if isinstance(exc, ManifestError):  # this digest is no OS image: list-versions and upgrade learn it
             ImageFacts(settings.root).remember_failure(wanted.digest, exc.message)
@@ -138,6 +140,17 @@ def verified_image(settings: Settings, engine: Engine, registry: Registry, by_di
         raise IntegrityError(f"{repo}:{tag} moved from {wanted.digest[:19]} to {now[:19]} during the pull; "
                              "nothing was stored", hint="pull again to take the new content")
     return report
+
+
+def _require_pinned_services(tag: str, report: OsImageReport) -> None:
+    """The signature covers the OS image, and through its manifest the service images it names
+    by digest; one named by tag alone could be swapped in the registry unseen, so it is refused."""
+    loose = sorted({f"{name} ({spec.image})" for name, spec in report.manifest.services.items()
+                    if spec.image and ImageRef.parse(spec.image).digest is None})
+    if loose:
+        raise TrustError(f"{tag} names service images by tag alone, which its signature does not cover: "
+                         f"{', '.join(loose[:3])}; refused",
+                         hint="a signed release pins them by digest (image: REPO:TAG@sha256:...); see docs/trust.md")
 
 
 def images_present(engine: Engine, record: StoreRecord) -> bool:

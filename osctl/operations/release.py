@@ -169,6 +169,19 @@ class Release:
             roles = repo.commit(self._now())
             return ReleaseOutcome(self.keys, repo.status(), roles, self._publish(repo), renewed=renewed)
 
+    def renew(self, role: str, expiry: float | None = None) -> ReleaseOutcome:
+        """Sign ``role`` again with the same keys and a new expiry (``expiry`` seconds, default the
+        role's): what keeps the root valid past its year without changing any key. A new root
+        version is published; hosts follow it as they follow a rotation."""
+        self._require_image()
+        if expiry is not None and not expiry > 0:
+            raise UsageError("--expiry must be longer than zero")
+        repo = ReleaseRepository.open(self.keys)
+        with repo.lock():
+            repo.renew(role, timedelta(seconds=expiry) if expiry is not None else None)
+            roles = repo.commit(self._now())
+            return ReleaseOutcome(self.keys, repo.status(), roles, self._publish(repo))
+
     def rotate(self, role: str) -> ReleaseOutcome:
         """New keys for ``role``; a new root names them (signed by the old root keys too when the
         root's own keys change), and the role's metadata is signed again with them."""

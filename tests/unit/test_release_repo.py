@@ -312,6 +312,25 @@ def test_timestamp_bumps_only_the_timestamp_until_the_snapshot_would_expire_firs
         release.timestamp(expiry=0)
 
 
+def test_renewing_the_root_keeps_its_keys_and_a_client_follows(tmp_path: Path, release: Release,
+                                                               clock: Clock) -> None:
+    release.init()
+    release.sign(["v1.4"])
+    keys = tmp_path / "keys"
+    root_v1 = (keys / "root.json").read_bytes()
+    client(tmp_path, root_v1, tmp_path / "out").refresh()
+
+    clock.now = T0 + timedelta(days=300)  # the root's year is nearly up
+    outcome = release.renew("root")
+    assert outcome.signed_roles == ("root",)
+    renewed = signed_part(keys, "root.json")
+    assert renewed["version"] == 2 and renewed["expires"] == "2028-09-24T12:00:00Z"
+    assert renewed["keys"] == json.loads(root_v1)["signed"]["keys"], "no key changed"
+    updater = client(tmp_path, root_v1, tmp_path / "out")  # the same host follows to root v2
+    updater.refresh()
+    assert signed_part(tmp_path / "client", "root.json")["version"] == 2
+
+
 # -- rotation and thresholds -------------------------------------------------------------------
 def test_rotating_the_timestamp_key_is_followed_by_a_client(tmp_path: Path, release: Release) -> None:
     release.init()
