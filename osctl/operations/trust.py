@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from osctl.adapters.registry import Registry
 from osctl.constants import STATE_DIR
 from osctl.domain.settings import Settings
-from osctl.errors import RegistryUnavailable, TrustError
+from osctl.errors import OsctlError, RegistryUnavailable, TrustError
 from osctl.models.store import StoreRecord
 from osctl.models.trust import ReleaseIndex, SignedRelease
 
@@ -48,6 +48,7 @@ class HostTrust:
     _index: ReleaseIndex | None = None
     _client: TufClient | None = None
     _said: set[str] = field(default_factory=set)
+    _failed: OsctlError | None = None  # a refresh that failed: not tried again in this command
 
     @property
     def enforced(self) -> bool:
@@ -68,8 +69,14 @@ class HostTrust:
 
     def index(self) -> ReleaseIndex:
         """The fresh, verified metadata (refreshed once per command); raises what the refresh met."""
+        if self._failed is not None:
+            raise self._failed
         if self._index is None or not self._index.fresh:
-            self._index = self._new_client().refresh()
+            try:
+                self._index = self._new_client().refresh()
+            except (RegistryUnavailable, TrustError) as exc:  # its retries were paid once
+                self._failed = exc
+                raise
         return self._index
 
     def known(self) -> ReleaseIndex | None:
