@@ -81,7 +81,6 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
         signed = trust.require(tag)  # refused unless signed, not revoked, and the metadata fresh
         wanted = registry.manifest(signed.digest)
     else:
-        trust.note_unverified()
         wanted = resolve(registry, repo, tag)
     by_digest = ImageRef(repo).at(wanted.digest)
     was_there = engine.image(by_digest) is not None
@@ -119,6 +118,8 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
     )
     hold_images(engine, settings.host_id, record)
     store.save(record)
+    if not trust.enforced:  # said once new content is stored, so that an error stays one line
+        trust.note_unverified()
     ImageFacts(settings.root).forget_failure(wanted.digest)
     make_current(settings.root)  # every stored version has its boot loader entry
     return PullResult(record, already_stored=False)

@@ -146,8 +146,8 @@ def _trust_gate(settings: Settings, tag: str, record: StoreRecord | None) -> Non
     """
     trust = for_settings(settings)
     if not trust.enforced:
-        trust.note_unverified()
-    elif record is not None:
+        return  # the pull says that what it stores is not verified
+    if record is not None:
         trust.check_stored(record)
     elif (refusal := (index := trust.index()).refusal(tag)) is not None:
         raise TrustError(f"{tag} is {refusal}; refused", hint=signed_hint(index, tag))

@@ -59,7 +59,8 @@ class HostTrust:
         return self.settings.root / CACHE_DIR
 
     def note_unverified(self) -> None:
-        """Say once per command that nothing is verified, when that is so."""
+        """Say once per command that nothing is verified, when that is so: after what was not
+        verified was listed or stored, so that an error (the registry down) stays one line."""
         trust = self.settings.trust
         if trust.root is None:
             self._warn("unverified", "no trust root is configured: versions are not verified against release keys "
