@@ -1,7 +1,7 @@
 """The fixtures every test may ask for; ``tests/conftest.py`` registers this module as a plugin.
 
 Tests that ask for ``docker_client``, ``registry``, ``host``, ``make_host``, ``publish``,
-``supervise`` or ``tls_registry`` need the real engine and registry and are marked
+``release_repo``, ``supervise`` or ``tls_registry`` need the real engine and registry and are marked
 ``integration``; tests that ask for ``etcd_cluster`` start etcd and are marked ``etcd``
 (``tests/conftest.py`` does the marking).
 """
@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 import pytest
@@ -23,6 +24,10 @@ from tests.support.hosts import (OS_REPO, REGISTRY, SESSION_HOSTS, TEST_HOST_PRE
                                  leftovers_of_test_hosts, remove_all)
 from tests.support.supervisor import Supervise
 
+if TYPE_CHECKING:
+    from tests.support.tuf_publisher import ReleaseRepo
+
+SHIPPED = ("v1.3", "v1.4", "v1.5", "v1.6")  # the OS versions system-images/build.py publishes
 ENGINE_FIXTURES = {"docker_client", "registry"}  # every engine fixture depends on one of these
 ETCD_FIXTURES = {"_etcd_cluster_session"}
 
@@ -145,3 +150,32 @@ def fault(request: pytest.FixtureRequest) -> Callable[[str], faults.FaultRecord]
         return faults.register(request.node.nodeid, name)
 
     return register
+
+
+@pytest.fixture
+def release_repo(docker_client: docker.DockerClient, registry: str,
+                 tmp_path: Path) -> Iterator[Callable[..., ReleaseRepo]]:
+    """``release_repo(root_keys=1, root_threshold=1)``: a repository of the test's own holding
+    copies of the shipped versions (``127.0.0.1:5000/osctl-test/trust-<random>``, tags only, no
+    image data moved) and a TUF publisher for it (``tests.support.tuf_publisher``), nothing
+    signed yet. Its manifests, its ``-tuf`` metadata and the engine's names under it are
+    removed afterwards."""
+    from tests.support import registry_tools
+    from tests.support.tuf_publisher import ReleaseRepo
+
+    source = OS_REPO.split("/", 1)[1]
+    name = f"osctl-test/trust-{uuid.uuid4().hex[:8]}"
+    made: list[ReleaseRepo] = []
+
+    def make(**options: int) -> ReleaseRepo:
+        assert not made, "one release repository per test"
+        for version in SHIPPED:
+            registry_tools.copy_tags(registry, source, version, name, [version])
+        made.append(ReleaseRepo(f"{registry}/{name}", tmp_path / "release", **options))
+        return made[0]
+
+    yield make
+    if made:
+        for repo in (name, f"{name}-tuf"):
+            registry_tools.delete_repository(registry, repo)
+        registry_tools.untag_local(docker_client, f"{registry}/{name}")

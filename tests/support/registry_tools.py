@@ -66,6 +66,26 @@ def delete_repository(registry: str, repo: str) -> None:
         _request("DELETE", f"http://{registry}/v2/{repo}/manifests/{digest}")
 
 
+def delete_manifest(registry: str, repo: str, digest: str) -> None:
+    """Delete one manifest of ``repo`` by digest (every tag naming it goes with it)."""
+    status, _, text = _request("DELETE", f"http://{registry}/v2/{repo}/manifests/{digest}")
+    assert status == 202, f"DELETE {repo}@{digest}: {status} {text[:200]!r}"
+
+
+def untag_local(client: docker.DockerClient, repository: str) -> None:
+    """Drop every name the engine gives an image under ``repository`` (tags and digests); the
+    images themselves stay when other names hold them."""
+    for image in client.images.list():
+        for ref in [*image.tags, *image.attrs.get("RepoDigests", [])]:
+            name = ref.split("@", 1)[0]
+            head, _, last = name.rpartition("/")
+            if f"{head}/{last.split(':', 1)[0]}" == repository:
+                try:
+                    client.images.remove(ref, noprune=True)
+                except docker.errors.APIError:
+                    pass
+
+
 def build_image(client: docker.DockerClient, tag: str, dockerfile: str, files: dict[str, str] | None = None) -> str:
     """Build a small image from a Dockerfile and files given as text; returns its id."""
     context = io.BytesIO()
