@@ -24,6 +24,7 @@ from osctl.domain import fleetkeys
 from tests.support import fleet_sim, registry_tools
 from tests.support.etcd_cluster import EtcdCluster
 from tests.support.hosts import OS_REPO, REGISTRY, Host
+from tests.support.proxies import FlakyProxy
 from tests.support.tuf_publisher import ReleaseRepo, root_version_of
 
 UNTRUSTED = 7  # ExitCode.UNTRUSTED: the documented exit code of every trust refusal
@@ -172,6 +173,25 @@ def test_stored_versions_offline_expired_and_revoked(make_host: Callable[[], Hos
     refused(host, "rollback", says=cve)
     assert pointer(host) == before and running(docker_client, host) == {"v1.4"}
     assert stored(host) == {"v1.3", "v1.4", "v1.5"}
+
+
+def test_a_command_refreshes_the_metadata_once_even_when_that_fails(make_host: Callable[[], Host],
+                                                                    release_repo: Callable[..., ReleaseRepo]) -> None:
+    """A switch to a stored version checks it twice (the plan, then the pull). A refresh that
+    failed is not tried again in the same command: offline, each try costs the registry's whole
+    retry budget, and its answer would not change."""
+    repo = release_repo()
+    repo.sign("v1.3", "v1.4")
+    host = trusted_host(make_host, repo)
+    ok(host, "pull", "v1.4")
+    repo.timestamp(expires=datetime.now(UTC) - timedelta(hours=1))
+    name = repo.image.split("/", 1)[1]
+    with FlakyProxy("503", 0) as proxy:  # forwards everything, and says what was asked
+        host.image = f"{proxy.address}/{name}"
+        proc = ok(host, "upgrade", "--stage", "--to", "v1.4")
+    assert pointer(host)["trial"] == "v1.4" and warnings(proc) == 1, proc.stderr
+    asked = [p for p in proxy.paths if p == f"GET /v2/{name}-tuf/manifests/timestamp.json"]
+    assert len(asked) == 1, proxy.paths
 
 
 # ---------------------------------------------------------------- the metadata itself

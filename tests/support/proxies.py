@@ -2,7 +2,8 @@
 
 ``FlakyProxy(mode, failures)`` answers the first ``failures`` requests badly (``"500"``: HTTP 500,
 ``"503"``: HTTP 503, ``"reset"``: the connection is closed without an answer), then forwards
-to the registry at 127.0.0.1:5000. ``failures=None`` misbehaves forever. ``StreamProxy`` relays
+to the registry at 127.0.0.1:5000. ``failures=None`` misbehaves forever; ``failures=0`` only
+forwards, and ``paths`` says what was asked. ``StreamProxy`` relays
 bytes slowly and can be stopped and started mid-transfer: a registry dying in the middle of a layer.
 """
 
@@ -23,6 +24,7 @@ class FlakyProxy:
     def __init__(self, mode: str, failures: int | None) -> None:
         self.mode, self.failures = mode, failures
         self.requests = 0
+        self.paths: list[str] = []  # "METHOD /path" of every request, in order
         self.bad_answers = 0
         self._lock = threading.Lock()
         proxy = self
@@ -36,6 +38,7 @@ class FlakyProxy:
             def _handle(self) -> None:
                 with proxy._lock:
                     proxy.requests += 1
+                    proxy.paths.append(f"{self.command} {self.path}")
                     misbehave = proxy.failures is None or proxy.bad_answers < proxy.failures
                     if misbehave:
                         proxy.bad_answers += 1
