@@ -77,9 +77,7 @@ def untag_local(client: docker.DockerClient, repository: str) -> None:
     images themselves stay when other names hold them."""
     for image in client.images.list():
         for ref in [*image.tags, *image.attrs.get("RepoDigests", [])]:
-            name = ref.split("@", 1)[0]
-            head, _, last = name.rpartition("/")
-            if f"{head}/{last.split(':', 1)[0]}" == repository:
+            if ref.startswith((f"{repository}:", f"{repository}@")):
                 try:
                     client.images.remove(ref, noprune=True)
                 except docker.errors.APIError:
