@@ -66,20 +66,26 @@ def _containers(client: docker.DockerClient, selector: dict[str, str]) -> list[d
     return client.containers.list(all=True, filters=selector)  # type: ignore[no-any-return]
 
 
+def _image_tags(client: docker.DockerClient) -> list[str]:
+    """Every image tag on the engine, from one listing: ``images.list()`` inspects each image
+    afterwards, and one removed meanwhile (by another test process) fails it with a 404."""
+    return [t for image in client.api.images() for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
+
+
 def host_objects(client: docker.DockerClient, host_id: str) -> list[tuple[str, str]]:
     """Containers, volumes and image hold tags of one host."""
     selector = {"label": f"{HOST_LABEL}={host_id}"}
     holds = f"{HOLD_REPOSITORY}/{host_id.lower()}/"
     return ([("container", c.name) for c in _containers(client, selector)]
             + [("volume", v.name) for v in client.volumes.list(filters=selector)]
-            + [("tag", t) for image in client.images.list() for t in image.tags if t.startswith(holds)])
+            + [("tag", t) for t in _image_tags(client) if t.startswith(holds)])
 
 
 def leftovers_of_test_hosts(client: docker.DockerClient) -> list[tuple[str, str]]:
     selector = {"label": HOST_LABEL}
     found = [("container", c.name, c.labels) for c in _containers(client, selector)]
     found += [("volume", v.name, v.attrs.get("Labels") or {}) for v in client.volumes.list(filters=selector)]
-    found += [("tag", t, {HOST_LABEL: t.split("/")[1]}) for image in client.images.list() for t in image.tags
+    found += [("tag", t, {HOST_LABEL: t.split("/")[1]}) for t in _image_tags(client)
               if t.startswith(f"{HOLD_REPOSITORY}/")]  # hold tags carry the host id lower-cased, as ours are
     return [(kind, name) for kind, name, labels in found if labels.get(HOST_LABEL, "") in SESSION_HOSTS]
 

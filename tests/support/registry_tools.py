@@ -75,8 +75,8 @@ def delete_manifest(registry: str, repo: str, digest: str) -> None:
 def untag_local(client: docker.DockerClient, repository: str) -> None:
     """Drop every name the engine gives an image under ``repository`` (tags and digests); the
     images themselves stay when other names hold them."""
-    for image in client.images.list():
-        for ref in [*image.tags, *image.attrs.get("RepoDigests", [])]:
+    for image in client.api.images():  # one listing: images.list() inspects each, racing other tests' removals
+        for ref in [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]:
             if ref.startswith((f"{repository}:", f"{repository}@")):
                 try:
                     client.images.remove(ref, noprune=True)
