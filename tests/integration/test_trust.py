@@ -82,7 +82,8 @@ def running(client: docker.DockerClient, host: Host) -> set[str]:
 
 def engine_names(client: docker.DockerClient, repository: str) -> set[str]:
     """The names (tags, digests) the engine gives images under ``repository``."""
-    return {ref for image in client.images.list() for ref in [*image.tags, *image.attrs.get("RepoDigests", [])]
+    return {ref for image in client.api.images()  # one listing: images.list() inspects each image
+            for ref in [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]
             if ref.startswith((f"{repository}:", f"{repository}@"))}
 
 
@@ -112,6 +113,8 @@ def test_unsigned_tag_is_refused_and_nothing_is_stored(make_host: Callable[[], H
     assert row["stored"] is False and row["signed"] is False and row["available"] is True
     assert stored(host) == set() and pointer(host) == {}
     assert engine_names(docker_client, repo.image) == set(), "nothing was pulled"
+    plan = host.osctl_json("upgrade", "--dry-run")  # the newest is what the keys sign, not the newest tag
+    assert isinstance(plan, dict) and plan["to_version"] == "v1.4", plan
     ok(host, "pull", "v1.4")  # what is signed is taken
     assert stored(host) == {"v1.4"}
 
