@@ -25,6 +25,7 @@ from tests.support import fleet_sim, registry_tools
 from tests.support.etcd_cluster import EtcdCluster
 from tests.support.hosts import OS_REPO, REGISTRY, Host
 from tests.support.proxies import FlakyProxy
+from tests.support.services import LONG_RUNNING, running_sets
 from tests.support.tuf_publisher import ReleaseRepo, root_version_of
 
 UNTRUSTED = 7  # ExitCode.UNTRUSTED: the documented exit code of every trust refusal
@@ -76,8 +77,11 @@ def pointer(host: Host) -> dict[str, object]:
 
 
 def running(client: docker.DockerClient, host: Host) -> set[str]:
-    return {c.labels["io.osctl.version"] for c in client.containers.list(filters={"label": f"io.osctl.host={host.host_id}"})
-            if c.labels.get("io.osctl.role") == "service"}
+    """The versions with system containers of the host; each must be wholly up."""
+    sets = running_sets(client, host)
+    for version, services in sets.items():
+        assert services == LONG_RUNNING[version], f"{version} runs {services}"
+    return set(sets)
 
 
 def engine_names(client: docker.DockerClient, repository: str) -> set[str]:
