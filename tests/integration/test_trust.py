@@ -345,8 +345,11 @@ def test_a_target_revoked_during_a_rollout_is_refused_and_pauses_it(
     repo.sign("v1.3", "v1.4")
     group = f"t{uuid.uuid4().hex[:8]}"
     first, second = hosts = [trusted_host(make_host, repo) for _ in range(2)]
-    for host in hosts:
+    for host in hosts:  # the root as a fleet gets it: in the settings file, not the environment
         fleet_sim.write_config(host, etcd_cluster.endpoints, group)
+        with open(host.root / "etc/osctl/config.yaml", "a") as config:
+            config.write(f"trust: {{root: {repo.root_file}}}\n")
+        del host.extra_env["OSCTL_TRUST_ROOT"]
     proc = fleet_sim.fleet_cli(etcd_cluster.endpoints, group, "rollout", "--to", "v1.4", "--failure-budget", "1",
                                env=first.env())
     assert proc.returncode == 0, proc.stderr
