@@ -310,8 +310,9 @@ def test_without_a_root_nothing_is_verified_and_that_is_said_once(host: Host) ->
     assert proc.returncode == 0, proc.stderr
     assert {row["signed"] for row in json.loads(proc.stdout)} == {None}
     assert proc.stderr.count("no trust root is configured") == 1, proc.stderr
-    proc = ok(host, "upgrade", "--to", "v1.4")  # checked twice (the plan, the pull), said once
+    proc = ok(host, "upgrade", "--stage", "--to", "v1.4")  # checked twice (the plan, the pull), said once
     assert proc.stderr.count("warning:") == 1 and "not verified" in proc.stderr, proc.stderr
+    assert pointer(host)["trial"] == "v1.4"
 
 
 # ---------------------------------------------------------------- boot and the fleet
