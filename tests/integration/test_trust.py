@@ -15,6 +15,7 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import docker
 from securesystemslib.signer import CryptoSigner
@@ -23,7 +24,7 @@ from osctl.adapters.etcd import Etcd
 from osctl.domain import fleetkeys
 from tests.support import fleet_sim, registry_tools
 from tests.support.etcd_cluster import EtcdCluster
-from tests.support.hosts import OS_REPO, REGISTRY, Host
+from tests.support.hosts import OS_REPO, REGISTRY, Host, shipped_manifest
 from tests.support.proxies import FlakyProxy
 from tests.support.services import LONG_RUNNING, running_sets
 from tests.support.tuf_publisher import ReleaseRepo, root_version_of
@@ -376,3 +377,27 @@ def test_a_target_revoked_during_a_rollout_is_refused_and_pauses_it(
     assert rollout["state"] == "paused" and "failure budget spent" in rollout["reason"], rollout
     assert [(f["host_id"], "revoked: eats disks" in f["reason"]) for f in rollout["failures"]] == [
         (second.host_id, True)]
+
+
+def test_a_root_shipped_in_the_os_image_is_trusted_and_tag_only_service_images_are_refused(
+        host: Host, publish: Callable[..., str], tmp_path: Path) -> None:
+    """No root configured: the version the host boots ships one (/usr/lib/osctl/trust/root.json),
+    and from then on the host enforces it. A signed version whose release.yaml names a service
+    image by tag alone is refused: its signature does not cover what that tag points at."""
+    manifest = shipped_manifest("v1.5")  # names node-exporter by tag, as the source file does
+    assert "node-exporter:1.0\n" in manifest
+    repo = publish("v1.7", manifest)
+    release = ReleaseRepo(repo, tmp_path / "release")
+    digest = registry_tools.get_manifest(REGISTRY, "osctl/node-exporter", "1.0")[1]
+    pinned = manifest.replace("node-exporter:1.0\n", f"node-exporter:1.0@{digest}\n")
+    publish("v1.8", pinned, {"/usr/lib/osctl/trust/root.json": release.root_file.read_text()})
+    release.sign("v1.7", "v1.8")
+    host.image = repo
+
+    ok(host, "upgrade", "--to", "v1.8", "--yes")  # no root yet: installed unverified, with a warning
+    trust = host.osctl_json("status")["trust"]  # type: ignore[index]
+    assert trust["origin"] == "OS image v1.8" and trust["enforced"], trust
+    assert versions(host)["v1.8"]["signed"] is True
+    refused(host, "downgrade", "--to", "v1.7", "--yes",
+            says=("v1.7 names service images by tag alone", "node-exporter"))
+    assert stored(host) == {"v1.8"}

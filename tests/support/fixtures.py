@@ -98,12 +98,14 @@ def publish(docker_client: docker.DockerClient, registry: str) -> Iterator[Calla
     repo = f"{registry}/osctl-test/{uuid.uuid4().hex[:8]}/os"
     refs: list[str] = []
 
-    def make(version: str, manifest: str) -> str:
-        refs.append(registry_tools.os_version_variant(docker_client, f"{OS_REPO}:v1.5", repo, version, manifest))
+    def make(version: str, manifest: str, files: dict[str, str] | None = None) -> str:
+        refs.append(registry_tools.os_version_variant(docker_client, f"{OS_REPO}:v1.5", repo, version, manifest,
+                                                      files))
         return repo
 
     yield make
     registry_tools.remove_variants(docker_client, registry, repo, refs)
+    registry_tools.delete_repository(registry, repo.split("/", 1)[1] + "-tuf")  # metadata a test signed
 
 
 @pytest.fixture

@@ -106,15 +106,18 @@ def push(client: docker.DockerClient, ref: str) -> None:
 
 
 def os_version_variant(client: docker.DockerClient, source: str, target_repo: str, version: str,
-                       manifest_text: str) -> str:
+                       manifest_text: str, files: dict[str, str] | None = None) -> str:
     """Build ``target_repo:version`` FROM ``source`` with its label and manifest set to ``version``,
-    push it, and return the reference. ``manifest_text`` is the source's release.yaml."""
+    push it, and return the reference. ``manifest_text`` is the source's release.yaml; ``files``
+    (absolute path in the image -> text) are added too."""
     lines = [f"version: {version}" if line.startswith("version:") else line for line in manifest_text.splitlines()]
     ref = f"{target_repo}:{version}"
+    extra = {f"extra{i}": (path, text) for i, (path, text) in enumerate(sorted((files or {}).items()))}
     build_image(client, ref,
                 f"FROM {source}\nCOPY release.yaml /usr/lib/osctl/release.yaml\n"
-                f"LABEL io.osctl.os.version={version}\n",
-                {"release.yaml": "\n".join(lines) + "\n"})
+                + "".join(f"COPY {name} {path}\n" for name, (path, _) in extra.items())
+                + f"LABEL io.osctl.os.version={version}\n",
+                {"release.yaml": "\n".join(lines) + "\n", **{name: text for name, (_, text) in extra.items()}})
     push(client, ref)
     return ref
 
