@@ -12,11 +12,11 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from osctl.constants import STATE_DIR
-from osctl.errors import HostLocked, StateError
+from osctl.errors import HostLocked, OsctlError, StateError
 
 
 SUPERVISOR = "supervise"
@@ -92,10 +92,22 @@ def host_lock(root: Path, purpose: str) -> Iterator[None]:
 @contextlib.contextmanager
 def supervisor_lock(root: Path) -> Iterator[None]:
     """One ``osctl supervise`` per host, held for its whole life (released when it dies)."""
-    path = root / STATE_DIR / "supervise.lock"
+    def busy(fd: int) -> HostLocked:
+        holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "unknown pid"
+        return HostLocked(f"another osctl supervise ({holder}) already supervises this host")
+
+    with exclusive(root / STATE_DIR / "supervise.lock", busy, mode=0o644) as fd:
+        _record(fd, f"pid {os.getpid()}")
+        yield
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, busy: Callable[[int], OsctlError], *, mode: int = 0o600) -> Iterator[int]:
+    """Hold an ``flock`` on ``path`` (made if missing), or raise ``busy(fd)`` at once when another
+    process holds it; the kernel drops it when the holder dies, so a crash never leaves it held."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
     except OSError as exc:
         raise StateError(f"cannot create the lock {path}: {exc.strerror or exc}") from exc
     try:
@@ -104,10 +116,8 @@ def supervisor_lock(root: Path) -> Iterator[None]:
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
-            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "unknown pid"
-            raise HostLocked(f"another osctl supervise ({holder}) already supervises this host") from None
-        _record(fd, f"pid {os.getpid()}")
-        yield
+            raise busy(fd) from None
+        yield fd
     finally:
         os.close(fd)
 

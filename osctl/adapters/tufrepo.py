@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import re
 import shutil
@@ -58,6 +57,7 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
 from osctl.adapters.fsutil import atomic_write, fsync_dir, read_bytes
+from osctl.adapters.locking import exclusive
 from osctl.errors import HostLocked, NotFoundError, StateError, TrustError, UsageError
 from osctl.models.refs import Digest
 
@@ -236,21 +236,11 @@ class ReleaseRepository:
 
         An ``flock`` on ``DIR/.lock``; the kernel drops it when the holder dies.
         """
-        try:
-            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StateError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                raise HostLocked(f"another osctl release is using {self.path}",
-                                 hint="wait for it to finish") from None
+        def busy(_fd: int) -> HostLocked:
+            return HostLocked(f"another osctl release is using {self.path}", hint="wait for it to finish")
+
+        with exclusive(self.path / ".lock", busy):
             yield
-        finally:
-            os.close(fd)
 
     # -- reading -------------------------------------------------------------------------------
     def targets(self) -> dict[str, SignedTarget]:
