@@ -70,7 +70,7 @@ def test_list_shows_what_the_engine_says(host: Host) -> None:
     rows = {row["name"]: row for row in host.osctl_json("service", "list")}  # type: ignore[union-attr]
     assert rows["network"]["state"] == "completed" and rows["network"]["oneshot"] is True
     assert rows["syslog"]["state"] == "running" and rows["syslog"]["version"] == "v1.5"
-    assert rows["metrics"]["image"].endswith("osctl/node-exporter:1.0")
+    assert "osctl/node-exporter:1.0@sha256:" in rows["metrics"]["image"], "the OS image pins it by digest"
     for key in ("name", "state", "health", "restarts", "uptime", "image", "version"):
         assert key in rows["status"]
 
