@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from osctl.adapters.registry import Registry
@@ -55,7 +56,7 @@ class HostTrust:
         return self.settings.trust.enforced
 
     @property
-    def cache(self):  # noqa: ANN201 - a Path
+    def cache(self) -> Path:
         return self.settings.root / CACHE_DIR
 
     def note_unverified(self) -> None:
