@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import docker
 
-from tests.support.hosts import Host
+from tests.support.hosts import Host, listed_containers
 from tests.support.services import LONG_RUNNING, running_sets
 
 __all__ = ["FAULTS", "LONG_RUNNING", "FaultRecord", "assert_clear_error", "assert_consistent", "assert_no_strays",
@@ -73,7 +73,7 @@ def assert_clear_error(proc: subprocess.CompletedProcess[str], code: int, *needl
 
 
 def service_containers(client: docker.DockerClient, host: Host) -> list[docker.models.containers.Container]:
-    return client.containers.list(all=True, filters={"label": f"io.osctl.host={host.host_id}"})
+    return listed_containers(client, {"label": f"io.osctl.host={host.host_id}"})
 
 
 def syslog(client: docker.DockerClient, host: Host) -> docker.models.containers.Container:

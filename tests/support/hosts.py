@@ -55,9 +55,10 @@ class Host:
         return json.loads(proc.stdout)
 
 
-def _containers(client: docker.DockerClient, selector: dict[str, str]) -> list[docker.models.containers.Container]:
-    """The SDK inspects each listed container: one removed meanwhile (by another test process on
-    the same engine) is a 404; list again."""
+def listed_containers(client: docker.DockerClient, selector: dict[str, str]) -> list[docker.models.containers.Container]:
+    """Containers matching ``selector`` (labels), stopped ones too. The SDK inspects each listed
+    container: one removed meanwhile (by osctl, or another test process on the same engine) is a
+    404; list again."""
     for _ in range(5):
         try:
             return client.containers.list(all=True, filters=selector)  # type: ignore[no-any-return]
@@ -76,14 +77,14 @@ def host_objects(client: docker.DockerClient, host_id: str) -> list[tuple[str, s
     """Containers, volumes and image hold tags of one host."""
     selector = {"label": f"{HOST_LABEL}={host_id}"}
     holds = f"{HOLD_REPOSITORY}/{host_id.lower()}/"
-    return ([("container", c.name) for c in _containers(client, selector)]
+    return ([("container", c.name) for c in listed_containers(client, selector)]
             + [("volume", v.name) for v in client.volumes.list(filters=selector)]
             + [("tag", t) for t in _image_tags(client) if t.startswith(holds)])
 
 
 def leftovers_of_test_hosts(client: docker.DockerClient) -> list[tuple[str, str]]:
     selector = {"label": HOST_LABEL}
-    found = [("container", c.name, c.labels) for c in _containers(client, selector)]
+    found = [("container", c.name, c.labels) for c in listed_containers(client, selector)]
     found += [("volume", v.name, v.attrs.get("Labels") or {}) for v in client.volumes.list(filters=selector)]
     found += [("tag", t, {HOST_LABEL: t.split("/")[1]}) for t in _image_tags(client)
               if t.startswith(f"{HOLD_REPOSITORY}/")]  # hold tags carry the host id lower-cased, as ours are

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import docker
 
-from tests.support.hosts import Host
+from tests.support.hosts import Host, listed_containers
 
 LONG_RUNNING = {"v1.3": {"syslog", "ntp", "console"}, "v1.4": {"syslog", "ntp", "console", "status", "cron"},
                 "v1.5": {"syslog", "ntp", "status", "cron", "metrics"}}
@@ -17,7 +17,7 @@ Container = docker.models.containers.Container
 
 def containers(client: docker.DockerClient, host: Host) -> dict[str, Container]:
     """Service name -> its container (any state), for the host's service containers."""
-    found = client.containers.list(all=True, filters={"label": f"io.osctl.host={host.host_id}"})
+    found = listed_containers(client, {"label": f"io.osctl.host={host.host_id}"})
     return {c.labels["io.osctl.service"]: c for c in found if c.labels.get("io.osctl.role") == "service"}
 
 
@@ -25,7 +25,7 @@ def running_sets(client: docker.DockerClient, host: Host) -> dict[str, set[str]]
     """Version -> the services of that version running now (a version with only stopped
     containers maps to an empty set)."""
     found: dict[str, set[str]] = {}
-    for c in client.containers.list(all=True, filters={"label": f"io.osctl.host={host.host_id}"}):
+    for c in listed_containers(client, {"label": f"io.osctl.host={host.host_id}"}):
         if c.labels.get("io.osctl.role") == "service":
             version = c.labels["io.osctl.version"]
             found.setdefault(version, set())
