@@ -34,6 +34,7 @@ from tuf.api.metadata import Metadata, Root, Targets
 from tuf.ngclient import FetcherInterface, Updater
 from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
+from osctl.adapters.fsutil import read_bytes
 from osctl.adapters.ociartifact import get_file
 from osctl.adapters.registry import MAX_BODY, Registry
 from osctl.errors import (NotFoundError, OsctlError, RegistryError, RegistryUnavailable, StateError, TrustError,
@@ -75,6 +76,7 @@ class TufClient:
         Raises ``TrustError`` for anything the metadata fails, ``RegistryUnavailable`` when the
         metadata cannot be fetched at all (the caller may go on with what is known offline).
         """
+        root_version(self._root)  # a bad trusted root is the configuration's fault, not the repository's
         _private_folder(self._cache)
         with _locked(self._cache), self._translated():
             updater = Updater(str(self._cache), _base(self._source, META_BASE), str(self._cache / "targets"),
@@ -152,7 +154,7 @@ class TufClient:
     def _expired(self, message: str) -> TrustError:
         match = _ROLE_IN.search(message)
         role = match.group(1) if match else "timestamp"
-        expires = _expiry(self._fetcher.fetched.get(role)) or _expiry(_read(self._cache / f"{role}.json"))
+        expires = _expiry(self._fetcher.fetched.get(role)) or _expiry(read_bytes(self._cache / f"{role}.json"))
         when = ""
         if expires is not None:
             ago = datetime.now(UTC) - expires
@@ -168,7 +170,7 @@ def read_index(cache: Path, *, fresh: bool = False) -> ReleaseIndex | None:
     Expiry is not checked here: offline, what was trusted is still what the host knows, and a
     revocation it has seen must win even when the metadata that said it has expired.
     """
-    raw = _read(cache / "targets.json")
+    raw = read_bytes(cache / "targets.json")
     if raw is None:
         return None
     try:
@@ -184,10 +186,10 @@ def read_index(cache: Path, *, fresh: bool = False) -> ReleaseIndex | None:
     floor = targets.unrecognized_fields.get(FLOOR_FIELD)
     floor = floor if isinstance(floor, dict) else {}
     floor_version = floor.get("version") if isinstance(floor.get("version"), str) else None
-    expiries = {role: _expiry(_read(cache / f"{role}.json")) for role in ROLES}
+    expiries = {role: _expiry(read_bytes(cache / f"{role}.json")) for role in ROLES}
     known = {role: when for role, when in expiries.items() if when is not None}
     role = min(known, key=known.__getitem__) if known else "timestamp"
-    root = _read(cache / "root.json")
+    root = read_bytes(cache / "root.json")
     return ReleaseIndex(
         releases=releases,
         floor=floor_version if floor_version and try_parse(floor_version) else None,
@@ -285,13 +287,6 @@ def _locked(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
 
 
 def _expiry(data: bytes | None) -> datetime | None:
