@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -58,6 +59,18 @@ def read_bytes(path: Path) -> bytes | None:
         return None
     except OSError as exc:
         raise StateError(f"cannot read {path}: {_reason(exc)}", hint=_hint(exc)) from exc
+
+
+def sha256_of(path: Path) -> str | None:
+    """The file's sha256 (hex), read in pieces; None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:

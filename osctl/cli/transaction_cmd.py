@@ -126,6 +126,8 @@ def boot(app: AppContext, health_timeout: float, as_json: bool) -> None:
                             f"booted {result.version or 'nothing'}")
     elif result.version:
         render.stdout.print(f"[green]booted[/] {result.version}")
+    if result.note:
+        render.stdout.print(f"[yellow]note[/]: {result.note}")
     else:
         render.stdout.print("nothing to boot: no version is installed (osctl upgrade --to V)")
     if result.user_data:

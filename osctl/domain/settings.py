@@ -132,6 +132,12 @@ class Settings:
         return self.file.fleet.group
 
     @cached_property
+    def esp(self) -> Path:
+        """The EFI system partition the loader reads (``boot.esp``; default ``<root>/boot``)."""
+        configured = self.file.boot.esp
+        return Path(configured) if configured else self.root / "boot"
+
+    @cached_property
     def trust(self) -> TrustConfig:
         """The trusted root (``--trust-root``, ``OSCTL_TRUST_ROOT``, settings ``trust.root``) and mode.
 

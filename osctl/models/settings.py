@@ -117,11 +117,30 @@ class FleetSettings(DocumentModel):
         default="default", description="hosts of one group share a rollout and its concurrency limit")
 
 
+def _absolute_path(value: object) -> object:
+    """An absolute path of at most 1024 characters, with no NUL (a file osctl reads or writes)."""
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value or len(value) > 1024:
+        raise ValueError(f"{value!r} is not an absolute path")
+    return value
+
+
+AbsolutePath = Annotated[str, BeforeValidator(_absolute_path)]
+
+
 class BootSettings(DocumentModel):
-    """How a staged version is tried at boot."""
+    """How a staged version is tried at boot, and where the boot loader's files are (docs/boot.md)."""
 
     tries: int = Field(default=3, ge=1, le=100)
     health_timeout: Duration = 120.0
+    esp: AbsolutePath | None = Field(
+        default=None, description="the EFI system partition's mount point; absent: <root>/boot")
+    efivars: AbsolutePath = Field(
+        default="/sys/firmware/efi/efivars",
+        description="where the loader's EFI variables are read (LoaderEntrySelected: which entry booted)")
+    kernel_cmdline: AbsolutePath = Field(
+        default="/proc/cmdline", description="the running kernel's command line (its osctl.version=)")
+    menu_timeout: int = Field(default=3, ge=0, le=600,
+                              description="seconds the loader shows its menu before booting (0: hidden)")
 
 
 class HostSettings(DocumentModel):

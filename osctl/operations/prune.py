@@ -46,7 +46,7 @@ def prune(settings: Settings, engine: Engine, *, keep: int, dry_run: bool = Fals
         for version in plan.remove:
             store.remove(version)
         store.clean_leftovers()
-        make_current(settings.root)  # the loader forgets the removed versions' entries
+        make_current(settings)  # the loader forgets the removed versions' entries
         still_needed = {image for v, r in records.items() if v not in plan.remove for image in r.image_ids}
         for version in plan.remove:
             for image in sorted(records[version].image_ids):

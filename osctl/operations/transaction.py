@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from osctl.adapters.engine import Engine
 from osctl.adapters.locking import check_unlocked, host_lock
 from osctl.adapters.registry import Registry
-from osctl.domain import bootpointer, servicestate
-from osctl.domain.current import make_current
+from osctl.domain import bootloader, bootpointer, servicestate
+from osctl.domain.current import make_current, prepare_boot
 from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.journal import Journal, crash_point
 from osctl.domain.naming import host_labels
@@ -230,12 +230,15 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
     if plan.stage:
         pointer = bootpointer.read(settings.root)
         staged = pointer.model_copy(update={"trial": plan.to_version, "trial_tries": tries})
+        prepare_boot(settings, staged)  # a full ESP refuses here, before anything changed
+        bootloader.forget_trial(settings.esp, plan.to_version)  # a new trial counts from its first try
         txn = journal.step(txn, "commit")
-        make_current(settings.root, pointer=staged)
+        make_current(settings, pointer=staged)
         journal.finish(txn, "committed", f"staged: the next boot tries {plan.to_version} ({tries} tries)")
         return Outcome(plan, "staged", None, time.monotonic() - started)
     assert record.version == plan.to_version
 
+    prepare_boot(settings, BootPointer(default=plan.to_version, previous=plan.from_version))
     state = servicestate.read_services(settings.root)
     # A swap starts the new set over: the operator's stops end with the old set, disabled stays.
     skip = {n: why for n, why in skipped(state).items() if why is SkipReason.DISABLED}
@@ -255,7 +258,7 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
     downtime = time.monotonic() - swap_started
 
     txn = journal.step(txn, "commit")
-    make_current(settings.root, pointer=BootPointer(default=plan.to_version, previous=plan.from_version),
+    make_current(settings, pointer=BootPointer(default=plan.to_version, previous=plan.from_version),
                  services=state.model_copy(update={"version": plan.to_version, "desired": "up", "stopped": []}))
     txn = journal.step(txn, "cleanup")
     if plan.from_version:
@@ -362,13 +365,13 @@ def recover(settings: Settings, engine: Engine, events: Events = ignore) -> str 
             serviceset.down(engine, settings.host_id, txn.from_version, remove=True)
         new = serviceset.load_service_set(settings.host_id, settings.root, txn.to_version)
         state = servicestate.read_services(settings.root)
-        make_current(settings.root, services=state.model_copy(update={"version": txn.to_version, "desired": "up"}))
+        make_current(settings, services=state.model_copy(update={"version": txn.to_version, "desired": "up"}))
         _up_as_far_as_it_goes(engine, new, skipped(state), events)
         journal.finish(txn, "committed", f"completed after an interruption at {txn.step}", recovered=True)
         return f"completed the interrupted {txn.kind} to {txn.to_version} (it had committed)"
     _roll_back(settings, engine, txn, events)
     state = servicestate.read_services(settings.root)
-    make_current(settings.root, services=state.model_copy(
+    make_current(settings, services=state.model_copy(
         update={"version": txn.from_version, "desired": "up" if txn.from_version else "down"}))
     journal.finish(txn, "rolled-back", f"interrupted at {txn.step}", recovered=True)
     return f"rolled back the interrupted {txn.kind} to {txn.to_version} (cut short at {txn.step})"

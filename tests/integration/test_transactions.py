@@ -112,11 +112,14 @@ def test_stage_then_boot_promotes_a_healthy_trial(host: Host, docker_client: doc
     osctl_ok(host, "upgrade", "--to", "v1.5", "--stage")
     assert_runs_only(docker_client, host, "v1.4")  # nothing swapped yet
     assert pointer(host)["trial"] == "v1.5"
-    assert "default osctl-v1.5.conf" in (host.root / "boot/loader/loader.conf").read_text()
+    assert (host.root / "boot/loader/entries/osctl-v1.5+3.conf").is_file(), "the loader counts its tries"
+    assert "default osctl-*" in (host.root / "boot/loader/loader.conf").read_text()
     result = host.osctl_json("boot")
     assert isinstance(result, dict) and result["trial_result"] == "promoted"
     assert_runs_only(docker_client, host, "v1.5")
     assert pointer(host)["previous"] == "v1.4" and pointer(host)["trial"] is None
+    entries = sorted(p.name for p in (host.root / "boot/loader/entries").iterdir())
+    assert entries == ["osctl-v1.4.conf", "osctl-v1.5.conf"], "blessed: no counter left"
 
 
 def test_unhealthy_trial_falls_back(host: Host, docker_client: docker.DockerClient) -> None:

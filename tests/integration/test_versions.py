@@ -57,8 +57,9 @@ def test_pull_stores_everything_needed_offline(host: Host, docker_client: docker
     assert proc.returncode == 0, proc.stderr
     record = json.loads((host.root / "var/lib/osctl/store/v1.5.json").read_text())
     assert record["digest"] == registry_digest("v1.5")
-    boot = host.root / "boot/osctl/v1.5"
+    boot = host.root / "var/lib/osctl/store/v1.5"
     assert sorted(p.name for p in boot.iterdir()) == ["initrd.img", "release.yaml", "vmlinuz"]
+    assert not (host.root / "boot/loader/entries/osctl-v1.5.conf").exists(), "stored, but nothing boots it yet"
     assert "version: v1.5" in (boot / "release.yaml").read_text()
     pinned = [ref for ref in record["service_images"] if ref.startswith(f"{REGISTRY}/osctl/node-exporter:1.0@sha256:")]
     assert pinned, f"service images are stored too, by the digest the OS image pins: {record['service_images']}"
@@ -121,7 +122,7 @@ def test_pin_unpin_and_prune(host: Host, docker_client: docker.DockerClient) -> 
     assert isinstance(plan, dict) and plan["remove"] == ["v1.4"]
     listed = rows(host)
     assert listed["v1.4"]["stored"] is False and listed["v1.4"]["available"] is True
-    assert not (host.root / "boot/osctl/v1.4").exists()
+    assert not (host.root / "var/lib/osctl/store/v1.4").exists()
     assert listed["v1.3"]["stored"] and listed["v1.5"]["stored"]
 
     assert host.osctl("unpin", "v1.3").returncode == 0
@@ -133,6 +134,7 @@ def test_prune_never_removes_what_boots_or_runs(host: Host) -> None:
     for version in ("v1.3", "v1.4"):
         assert host.osctl("pull", version, "--quiet").returncode == 0
     pointer = host.root / "boot/osctl/boot.json"
+    pointer.parent.mkdir(parents=True, exist_ok=True)
     pointer.write_text(json.dumps({"default": "v1.4", "previous": "v1.3"}))
     plan = host.osctl_json("prune", "--keep", "0")
     assert isinstance(plan, dict)
@@ -158,8 +160,8 @@ def test_pin_of_a_version_not_stored_is_refused(host: Host) -> None:
 
 
 def test_a_half_pulled_version_is_not_stored(host: Host) -> None:
-    """A boot folder without a record (an interrupted pull) is neither listed nor kept."""
-    leftover = host.root / "boot/osctl/v1.4"
+    """A version folder without a record (an interrupted pull) is neither listed nor kept."""
+    leftover = host.root / "var/lib/osctl/store/v1.4"
     leftover.mkdir(parents=True)
     (leftover / "vmlinuz").write_bytes(b"partial")
     assert rows(host)["v1.4"]["stored"] is False

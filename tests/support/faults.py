@@ -97,17 +97,15 @@ def read_marker(client: docker.DockerClient, host: Host) -> str:
 
 
 def assert_no_strays(host: Host) -> None:
-    """(4, files) No half-written files, no store record without its boot folder."""
-    boot = host.root / "boot/osctl"
-    if boot.exists():
-        partial = [p.name for p in boot.iterdir() if p.name.startswith(".partial-")]
-        assert not partial, f"half-written boot folders: {partial}"
-    tmp = [str(p) for p in host.root.rglob("*.tmp")]
-    assert not tmp, f"temporary files left: {tmp}"
+    """(4, files) No half-written files, no store record without its folder."""
     store = host.root / "var/lib/osctl/store"
     if store.exists():
+        partial = [p.name for p in store.iterdir() if p.name.startswith(".partial-")]
+        assert not partial, f"half-written version folders: {partial}"
         for record in store.glob("*.json"):
-            assert (boot / record.stem).is_dir(), f"store record {record.name} without boot/osctl/{record.stem}/"
+            assert (store / record.stem).is_dir(), f"store record {record.name} without store/{record.stem}/"
+    tmp = [str(p) for p in host.root.rglob("*.tmp")]
+    assert not tmp, f"temporary files left: {tmp}"
 
 
 def assert_consistent(host: Host, client: docker.DockerClient, expect_version: str | None,

@@ -15,7 +15,7 @@ from osctl.adapters.locking import host_lock
 from osctl.domain import bootpointer
 from osctl.domain.store import Store
 from osctl.errors import HostLocked, StateError
-from osctl.models.store import BootPointer
+from osctl.models.store import BootPointer, StoreRecord
 from tests.support.store_records import store_version
 
 
@@ -31,10 +31,36 @@ def test_records_are_listed_newest_first_and_only_when_complete(tmp_path: Path) 
 def test_boot_files_without_a_record_are_leftovers(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.stage_boot_files("v1.4", {"vmlinuz": ("/boot/vmlinuz", b"k")})  # pull interrupted here
-    (store.boot_dir / ".partial-v1.5-123").mkdir()
+    (store.records_dir / ".partial-v1.5-123").mkdir()
+    (store.legacy_dir / "v1.3").mkdir(parents=True)  # an older osctl's folder, on the ESP, no record
     assert store.get("v1.4") is None and store.records() == []
-    assert sorted(store.clean_leftovers()) == [".partial-v1.5-123", "v1.4"]
-    assert list(store.boot_dir.iterdir()) == []
+    assert sorted(store.clean_leftovers()) == [".partial-v1.5-123", "v1.3", "v1.4"]
+    assert list(store.records_dir.iterdir()) == [] and list(store.legacy_dir.iterdir()) == []
+
+
+def test_versions_sharing_a_kernel_keep_one_copy(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for version in ("v1.4", "v1.5"):
+        files = store.stage_boot_files(version, {"vmlinuz": ("/boot/vmlinuz", b"the same kernel"),
+                                                 "initrd.img": ("/boot/initrd.img", version.encode())})
+        store.save(StoreRecord(version=version, repository="r/os", digest="sha256:" + "0" * 64,
+                               image_id="sha256:" + "1" * 64, size=1, stored_at="now", boot_files=files))
+    kernels = [(store.version_dir(v) / "vmlinuz").stat() for v in ("v1.4", "v1.5")]
+    assert kernels[0].st_ino == kernels[1].st_ino, "one file, two names"
+    assert (store.version_dir("v1.4") / "initrd.img").stat().st_ino != (store.version_dir("v1.5") / "initrd.img").stat().st_ino
+    store.remove("v1.4")
+    assert (store.version_dir("v1.5") / "vmlinuz").read_bytes() == b"the same kernel"
+
+
+def test_a_folder_an_older_osctl_kept_on_the_esp_is_read_then_moved(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store_version(store, "v1.4")
+    (store.legacy_dir).mkdir(parents=True)
+    (store.records_dir / "v1.4").rename(store.legacy_dir / "v1.4")  # the layout before the ESP budget
+    assert store.get("v1.4") is not None, "still stored: read where it is"
+    assert store.adopt_legacy() == ["v1.4"]
+    assert (store.records_dir / "v1.4" / "vmlinuz").is_file() and not (store.legacy_dir / "v1.4").exists()
+    assert store.get("v1.4") is not None
 
 
 def test_a_damaged_record_is_a_clear_error(tmp_path: Path) -> None:

@@ -8,13 +8,10 @@ import pytest
 
 from osctl.adapters.statefile import Damage, StateFile
 from osctl.domain import bootpointer, servicestate
-from osctl.domain.current import make_current
 from osctl.domain.journal import Journal
-from osctl.domain.store import Store
 from osctl.errors import StateError
 from osctl.models.services import ServicesState, SupervisorStatus
 from osctl.models.store import BootPointer
-from tests.support.store_records import store_version
 
 
 def test_last_good_copy_repairs_a_damaged_file(tmp_path: Path) -> None:
@@ -75,38 +72,3 @@ def test_a_missing_file_is_not_damage(tmp_path: Path) -> None:
     assert servicestate.read_services(tmp_path) == ServicesState()
     assert bootpointer.read(tmp_path) == BootPointer()
     assert Journal(tmp_path).current() is None
-
-
-def test_make_current_writes_pointer_services_and_loader_together(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    for version in ("v1.3", "v1.4"):
-        store_version(store, version)
-    make_current(tmp_path, pointer=BootPointer(default="v1.4", previous="v1.3"),
-                 services=ServicesState(version="v1.4", desired="up"))
-    assert bootpointer.read(tmp_path).default == "v1.4"
-    assert servicestate.read_services(tmp_path).version == "v1.4"
-    loader = tmp_path / "boot/loader"
-    assert (loader / "loader.conf").read_text().startswith("default osctl-v1.4.conf")
-    assert sorted(p.name for p in (loader / "entries").iterdir()) == ["osctl-v1.3.conf", "osctl-v1.4.conf"]
-
-
-def test_make_current_alone_brings_the_loader_in_line_with_the_store(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    for version in ("v1.3", "v1.4", "v1.5"):
-        store_version(store, version)
-    make_current(tmp_path, pointer=BootPointer(default="v1.4"))
-    store.remove("v1.3")  # a prune
-    assert make_current(tmp_path) == BootPointer(default="v1.4")
-    entries = sorted(p.name for p in (tmp_path / "boot/loader/entries").iterdir())
-    assert entries == ["osctl-v1.4.conf", "osctl-v1.5.conf"], "no entry for a version that is gone"
-
-
-def test_a_spent_trial_boots_the_default(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    for version in ("v1.3", "v1.4"):
-        store_version(store, version)
-    make_current(tmp_path, pointer=BootPointer(default="v1.3", trial="v1.4", trial_tries=1))
-    conf = tmp_path / "boot/loader/loader.conf"
-    assert conf.read_text().startswith("default osctl-v1.4.conf")
-    make_current(tmp_path, pointer=BootPointer(default="v1.3", trial="v1.4", trial_tries=0))
-    assert conf.read_text().startswith("default osctl-v1.3.conf")
