@@ -35,9 +35,12 @@ def status(app: AppContext, as_json: bool) -> None:
     table.add_row("engine", f"Docker {report.engine_version} at {report.engine_address}")
     table.add_row("running", ", ".join(report.running_versions) or "-")
     table.add_row("active", f"{report.active_version or '-'} [dim](desired: {report.desired})[/]")
-    trial = f" [yellow](trial, {report.trial_tries} tries left, else {report.active_version})[/]" if report.trial else ""
+    counter = ", counted by the loader" if report.trial_counted_by_loader else ""
+    trial = (f" [yellow](trial, {report.trial_tries} tries left{counter}, else {report.active_version})[/]"
+             if report.trial else "")
     table.add_row("next boot", (report.next_boot or "-") + trial)
     table.add_row("previous", report.previous or "-")
+    table.add_row("loader", f"ESP {report.esp}" + (f"; booted {report.booted}" if report.booted else ""))
     services = f"{report.services_running} running of {report.services_total}"
     for label, names, colour in (("failed", report.failed_services, "red"), ("stopped", report.stopped_services, "yellow"),
                                  ("disabled", report.disabled_services, "dim")):

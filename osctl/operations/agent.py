@@ -33,6 +33,7 @@ from osctl.adapters.locking import host_lock
 from osctl.domain import bootpointer, updatepolicy
 from osctl.domain.fleetslots import FleetSemaphore
 from osctl.domain.fleetstate import add_failure, publish_host, read_rollout, update_rollout
+from osctl.domain.journal import Journal
 from osctl.domain.store import Store
 from osctl.errors import EtcdUnavailable, OsctlError, TrustError
 from osctl.models.events import AgentEvent, Events, ignore
@@ -135,7 +136,8 @@ class Agent:
         if target == running:
             return Step("idle", target, f"runs {target} ({source})")
         if target in self.failed:
-            return Step("rolled-back", target, f"{target} rolled back on this host before; it is not tried again")
+            return Step("rolled-back", target, f"{target} failed on this host before (it rolled back, or a boot gave up on its trial); "
+                                                  "it is not tried again")
         following = rollout if source == "rollout" else None  # a pinned host ignores the rollout's target
         if following is not None:
             if following.state != "active":
@@ -321,7 +323,11 @@ class Agent:
                          hint="delete it: the agent then forgets which versions rolled back here")
 
     def _load_failed(self) -> set[str]:
-        return set(self._memory().load().failed_versions)
+        """Versions that rolled back under this agent, and trials a boot gave up on (the loader
+        abandoned them, or they were unhealthy): none is tried again by itself."""
+        trials = {e.to_version for e in Journal(self.base.root).history().entries
+                  if e.kind == "boot" and e.result == "rolled-back" and e.to_version}
+        return set(self._memory().load().failed_versions) | trials
 
     def _remember_failed(self, version: str) -> None:
         self.failed.add(version)

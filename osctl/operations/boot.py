@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from osctl.adapters.engine import Engine
 from osctl.adapters.locking import host_lock
@@ -79,8 +78,7 @@ def _boot(settings: Settings, engine: Engine, health_timeout: float, events: Eve
         state = servicestate.read_services(settings.root)
         # A boot starts over: operator stops do not outlive it; disabled services stay disabled.
         state = state.model_copy(update={"stopped": []})
-        sources = settings.file.boot
-        booted = bootedentry.booted(Path(sources.efivars), Path(sources.kernel_cmdline))
+        booted = bootedentry.what_booted(settings)
         result = BootResult(version=pointer.default, recovered=recovered,
                             loader_entry=booted.entry if booted else None)
 

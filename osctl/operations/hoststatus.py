@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from osctl.adapters.engine import Engine
-from osctl.domain import bootpointer, servicestate
+from osctl.domain import bootedentry, bootloader, bootpointer, servicestate
 from osctl.domain.journal import Journal
 from osctl.domain.settings import ENV_TRUST_ROOT, Settings
 from osctl.errors import OsctlError
@@ -63,7 +63,10 @@ class HostStatus:
     stopped_services: list[str] = field(default_factory=list)
     disabled_services: list[str] = field(default_factory=list)
     trial: str | None = None
-    trial_tries: int = 0
+    trial_tries: int = 0  # left: the loader's count when it counts them, else osctl's
+    trial_counted_by_loader: bool = False
+    esp: str = ""  # where the loader's files are
+    booted: str | None = None  # what the loader or the kernel command line says booted
     transaction: dict[str, object] | None = None  # in progress, or cut short by a crash
     last_rollback: dict[str, object] | None = None
     cloud_init: dict[str, object] | None = None  # instance id, when applied, each step's result and exit code
@@ -85,6 +88,8 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
     journal = Journal(settings.root)
     txn = journal.current()
     rollbacks = [e for e in journal.history().entries if e.result == "rolled-back"]
+    counted = bootloader.trial_entry(settings.esp, pointer.trial) if pointer.trial else None
+    booted = bootedentry.what_booted(settings)
     active = [c for key, c in observed.items() if key.version == state.version] if state.version else []
     return HostStatus(
         host_id=settings.host_id,
@@ -105,7 +110,10 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
         stopped_services=sorted(state.stopped),
         disabled_services=sorted(state.disabled),
         trial=pointer.trial,
-        trial_tries=pointer.trial_tries,
+        trial_tries=(counted[1].left or 0) if counted else pointer.trial_tries,
+        trial_counted_by_loader=counted is not None,
+        esp=str(settings.esp),
+        booted=(f"{booted.version} ({booted.entry or booted.source})" if booted else None),
         transaction=txn.model_dump(mode="json") if txn else None,
         last_rollback=rollbacks[-1].model_dump(mode="json") if rollbacks else None,
         cloud_init=cloudinit.read_status(settings.root),

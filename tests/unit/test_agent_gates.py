@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from osctl.domain import bootpointer
+from osctl.domain.journal import Journal
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import StateError
@@ -51,6 +52,16 @@ def test_outside_the_window_the_host_waits_and_says_until_when(tmp_path: Path) -
 def test_a_version_that_rolled_back_here_is_not_tried_again(tmp_path: Path) -> None:
     (tmp_path / AGENT_STATE).parent.mkdir(parents=True)
     (tmp_path / AGENT_STATE).write_text('{"failed_versions": ["v1.5"]}')
+    step = agent(tmp_path, "version: v1.5\nupdate: {policy: auto}\n").tick()
+    assert step.phase == "rolled-back" and "not tried again" in step.detail
+
+
+def test_a_trial_a_boot_gave_up_on_is_not_tried_again(tmp_path: Path) -> None:
+    """The loader abandoned v1.5's trial (or it was unhealthy at boot): the agent does not take
+    it again as its target by itself."""
+    journal = Journal(tmp_path)
+    journal.finish(journal.begin("boot", "v1.4", "v1.5"), "rolled-back",
+                   "trial of v1.5 abandoned: the loader gave up on it after 2 tries and booted v1.4")
     step = agent(tmp_path, "version: v1.5\nupdate: {policy: auto}\n").tick()
     assert step.phase == "rolled-back" and "not tried again" in step.detail
 

@@ -197,6 +197,8 @@ def test_what_booted_comes_from_the_loader_variable_then_the_kernel_command_line
     _efivar(efivars, "osctl-v1.6+1-1.conf")
     found = booted(efivars, cmdline)
     assert found is not None and (found.version, found.entry) == ("v1.6", "osctl-v1.6+1-1.conf")
+    _efivar(efivars, "osctl-v1.5-rc+2-1.conf")  # systemd-boot 252 lowercases entry ids
+    assert booted(efivars, cmdline, ["v1.4", "v1.5-RC"]).version == "v1.5-RC"  # type: ignore[union-attr]
     _efivar(efivars, "debian-6.1.conf")  # another loader entry: the command line still says
     assert booted(efivars, cmdline).version == "v1.4"  # type: ignore[union-attr]
     cmdline.write_text("osctl.version=../../etc quiet")
