@@ -95,9 +95,12 @@ def test_read_only_host_root(host: Host, docker_client: docker.DockerClient,
 
 def test_disk_fills_during_staging(host: Host, docker_client: docker.DockerClient,
                                    fault: Callable[[str], FaultRecord]) -> None:
-    """The host root is a tiny filesystem: v1.3 fits, staging v1.4 beside it does not."""
+    """The host root is a small filesystem: v1.3 fits, staging v1.4 beside it does not.
+
+    64 MiB holds v1.3's boot files (a real kernel and initrd, about 9 MB) with room to spare;
+    the filler then leaves less than v1.4's need."""
     record = fault("disk full while staging")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(host.root)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(host.root)], check=True)
     try:
         marker = installed(host, docker_client, "v1.3")
         filler = host.root / "filler"
