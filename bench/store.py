@@ -5,9 +5,9 @@ disk cost of 10 stored versions that share a base.
     .venv/bin/python bench/store.py [--runs 5] [--disk-versions 10] [--json PATH]
 
 The versions are built with system-images/build.py's own builder and layers, as the shipped
-ones: v1.4's base layers and one top layer per version (release.yaml, os-release, and the
-kernel and initrd, 16 KB + 32 KB of incompressible bytes as build.py makes them). They go to
-the repository ``osctl-bench/store-os`` of the local registry.
+ones: v1.4's base and kernel layers and one top layer per version (release.yaml, os-release,
+and the version's own initrd, about 1 MB, as build.py makes it). They go to the repository
+``osctl-bench/store-os`` of the local registry.
 
 1. Upgrade with a fresh pull: host ``bench-store-pull`` runs v8.0.0 (v1.4's six services);
    ``osctl upgrade --to v8.0.<i>`` (i = 1..runs) each pulls a version the engine has never
@@ -57,13 +57,15 @@ SHIPPED = "v1.4"  # its services and files; no service image of its own, so ever
 
 # -- the versions -------------------------------------------------------------------------------
 def version_image(shipped: Any, repo: str, version: str) -> Any:
-    """The shipped version's image plan, made into ``version``: the same base, a top layer of
-    the same files and sizes, with the version's own manifest, os-release and boot artifacts."""
+    """The shipped version's image plan, made into ``version``: the same base and kernel, a top
+    layer of the same files, with the version's own manifest, os-release and initrd."""
     old, new = SHIPPED.encode(), version.encode()
+    common = sysbuild.initrd_common(sysbuild.load_boot_cache(sysbuild.DEFAULT_BOOT_CACHE),
+                                    sysbuild.BUSYBOX.read_bytes())
     files = {}
     for path, (data, mode) in shipped.files.items():
-        kind = {"rootfs/boot/vmlinuz": "kernel", "rootfs/boot/initrd.img": "initrd"}.get(path)
-        files[path] = (sysbuild.boot_artifact(kind, version, len(data)) if kind else data.replace(old, new), mode)
+        files[path] = (sysbuild.initrd_image(version, common) if path == "rootfs/boot/initrd.img"
+                       else data.replace(old, new), mode)
     labels = {key: value.replace(SHIPPED, version) for key, value in shipped.labels.items()}
     return dataclasses.replace(shipped, name=version, ref=f"{repo}:{version}", files=files, labels=labels)
 
@@ -73,7 +75,7 @@ def build_versions(client: docker.DockerClient, repo: str, versions: list[str]) 
     try:
         plan = sysbuild.plan(REGISTRY, "osctl/os", [SHIPPED])
         shipped = plan[-1]
-        for parent in plan[:-1]:  # busybox and base: normally built by scripts/setup already
+        for parent in plan[:-1]:  # busybox, base and kernel: normally built by scripts/setup already
             if sysbuild.local_hash(client, parent.ref) != parent.hash:
                 sysbuild.build(client, parent)
 

@@ -5,6 +5,7 @@ OSCTL_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OSCTL_STATE="${OSCTL_DEV_STATE:-$OSCTL_REPO/.run}"       # project-owned folder: registry data, logs
 OSCTL_VENV="${OSCTL_VENV:-$OSCTL_REPO/.venv}"
 OSCTL_REGISTRY="${OSCTL_REGISTRY:-127.0.0.1:5000}"
+OSCTL_BOOT_CACHE="$OSCTL_STATE/boot"   # Debian kernel + systemd-boot, from their .debs (scripts/setup)
 export OSCTL_IMAGE="${OSCTL_IMAGE:-$OSCTL_REGISTRY/osctl/os}"
 
 say()  { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }

@@ -2,6 +2,7 @@
 """Build the osctl OS image family and push it to a registry.
 
     .venv/bin/python system-images/build.py --registry 127.0.0.1:5000 [--only v1.4] [--force] [--keys DIR]
+                                            [--boot-cache DIR]
 
 Why it looks like this:
 
@@ -12,8 +13,13 @@ Why it looks like this:
 * Images are stacked so that they share layers (osctl's disk-cost numbers rely on it):
       osctl/busybox:build  busybox + applet symlinks               (local only)
       osctl/base:build     + system-images/rootfs                  (local only)
+      osctl/kernel:build   + /boot/vmlinuz, the Debian kernel      (local only)
       REGISTRY/osctl/os:vX.Y  + that version's small files         (pushed)
       REGISTRY/osctl/<service>:<ver>  busybox layer + its files    (pushed)
+* The kernel and efivarfs.ko come from the boot cache (--boot-cache, default .run/boot) that
+  scripts/setup fills from Debian's packages. Each version gets its own initrd, written here
+  (initrd.py): busybox, efivarfs.ko and an /init from os/init.in that reports the version on
+  the serial console and powers off, or panics for the versions in PANICKING_INITRD.
 * A second run must be fast: each image's build context (files, modes, labels, the parent's
   hash, the busybox binary and the registry address) is hashed into the label
   `io.osctl.build-hash`. An image whose local copy carries the same hash, and which the
@@ -48,8 +54,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import initrd  # system-images/initrd.py: the cpio writer
+
 HERE = Path(__file__).resolve().parent
 BUSYBOX = Path("/bin/busybox")
+DEFAULT_BOOT_CACHE = HERE.parent / ".run" / "boot"  # scripts/setup fills it ($OSCTL_BOOT_CACHE)
+BOOT_CACHE_FILES = ("kernel/vmlinuz", "kernel/efivarfs.ko", "kernel/VERSION")
+PANICKING_INITRD = {"v1.6"}  # broken on purpose: its /init exits, so the kernel panics
 MTIME = 1_700_000_000  # fixed file time in build contexts: reproducible layers
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -130,14 +141,47 @@ def tar_context(files: dict[str, tuple[bytes, int]]) -> io.BytesIO:
     return buf
 
 
-def boot_artifact(kind: str, version: str, size: int) -> bytes:
-    """A fake but plausible kernel/initrd: a readable header, then deterministic filler."""
-    data = f"osctl {kind} for {version}\n".encode()
-    block = hashlib.sha256(data).digest()
-    while len(data) < size:
-        data += block
-        block = hashlib.sha256(block).digest()
-    return data[:size]
+@dataclass(frozen=True)
+class BootCache:
+    """What the images take from the boot cache: the kernel and the efivarfs module it needs."""
+
+    vmlinuz: bytes
+    efivarfs: bytes
+    kernel_version: str  # e.g. 6.1.0-57-amd64
+
+
+def load_boot_cache(folder: Path) -> BootCache:
+    missing = [name for name in BOOT_CACHE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise BuildError(f"the boot cache {folder} has no {', '.join(missing)}: "
+                         "run scripts/setup (as root), which fills it from Debian's packages")
+    return BootCache(vmlinuz=(folder / "kernel/vmlinuz").read_bytes(),
+                     efivarfs=(folder / "kernel/efivarfs.ko").read_bytes(),
+                     kernel_version=(folder / "kernel/VERSION").read_text().strip())
+
+
+def initrd_common(boot: BootCache, busybox: bytes) -> bytes:
+    """The part of every initrd that does not depend on the version, compressed once.
+
+    An initramfs may be several compressed cpio archives one after the other (the kernel
+    unpacks each in turn), so each version's initrd is this archive followed by one holding
+    its /init. /dev/console is here because the kernel opens it for /init before any /dev is
+    mounted; /init mounts or makes everything else itself.
+    """
+    return initrd.initramfs([
+        *(initrd.directory(d) for d in ("bin", "dev", "lib", "lib/modules", "proc", "sys")),
+        initrd.directory("tmp", 0o1777),
+        initrd.char_device("dev/console", 5, 1),
+        initrd.file("bin/busybox", busybox, 0o755),
+        initrd.file("lib/modules/efivarfs.ko", boot.efivarfs),
+    ], mtime=MTIME)
+
+
+def initrd_image(version: str, common: bytes) -> bytes:
+    """The initrd of ``version``: ``initrd_common`` then its /init (os/init.in). Same inputs, same bytes."""
+    init = (HERE / "os" / "init.in").read_text().replace("${VERSION}", version) \
+        .replace("${PANIC}", "yes" if version in PANICKING_INITRD else "no")
+    return common + initrd.initramfs([initrd.file("init", init.encode(), 0o755)], mtime=MTIME)
 
 
 def versions() -> list[str]:
@@ -174,17 +218,24 @@ def manifest_images(manifest) -> set[str]:
     return {svc.image for svc in manifest.services.values() if svc.image}
 
 
-def plan(registry: str, repository: str, only: list[str]) -> list[Image]:
+def plan(registry: str, repository: str, only: list[str],
+         boot_cache: Path = DEFAULT_BOOT_CACHE) -> list[Image]:
     """Every image to build, in build order (parents and needed service images first)."""
+    boot = load_boot_cache(boot_cache)
+    busybox_bytes = BUSYBOX.read_bytes()
     busybox = Image(
         name="busybox", ref="osctl/busybox:build", salt=registry,
-        files={**dockerfile(HERE / "busybox" / "Dockerfile"),
-               "busybox": (BUSYBOX.read_bytes(), 0o755)},
+        files={**dockerfile(HERE / "busybox" / "Dockerfile"), "busybox": (busybox_bytes, 0o755)},
         labels={OCI_TITLE: "osctl busybox layer"})
     base = Image(
         name="base", ref="osctl/base:build", parent=busybox, salt=registry,
         files={**dockerfile(HERE / "base" / "Dockerfile"), **read_tree(HERE / "rootfs", "rootfs")},
         labels={OCI_TITLE: "osctl OS base"})
+    kernel = Image(
+        name="kernel", ref="osctl/kernel:build", parent=base, salt=registry,
+        files={**dockerfile(HERE / "kernel" / "Dockerfile"), "boot/vmlinuz": (boot.vmlinuz, 0o644)},
+        labels={OCI_TITLE: f"osctl kernel {boot.kernel_version}"})
+    common = initrd_common(boot, busybox_bytes)
 
     services = {}
     for name in service_names():
@@ -212,11 +263,10 @@ def plan(registry: str, repository: str, only: list[str]) -> list[Image]:
             **read_tree(HERE / "versions" / v / "rootfs", "rootfs"),
             "rootfs/usr/lib/osctl/release.yaml": (text.encode(), 0o644),
             "rootfs/etc/os-release": (os_release.replace("${VERSION}", v).encode(), 0o644),
-            "rootfs/boot/vmlinuz": (boot_artifact("kernel", v, 16 * 1024), 0o644),
-            "rootfs/boot/initrd.img": (boot_artifact("initrd", v, 32 * 1024), 0o644),
+            "rootfs/boot/initrd.img": (initrd_image(v, common), 0o644),
         }
         oses.append(Image(
-            name=v, ref=ref, parent=base, push=True, salt=registry, files=files, needs=needs,
+            name=v, ref=ref, parent=kernel, push=True, salt=registry, files=files, needs=needs,
             labels={LABEL_OS_VERSION: v, OCI_VERSION: v, OCI_TITLE: "osctl",
                     OCI_DESCRIPTION: f"osctl OS {v}"}))
 
@@ -409,15 +459,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="build and push even when up to date (the layer cache still applies)")
     ap.add_argument("--list", action="store_true", help="print the versions it would build")
     ap.add_argument("--keys", metavar="DIR", help="then sign the OS versions with the release keys in DIR")
+    ap.add_argument("--boot-cache", metavar="DIR", type=Path, default=DEFAULT_BOOT_CACHE,
+                    help="the kernel cache scripts/setup fills (default: %(default)s)")
     args = ap.parse_args(argv)
     started = time.monotonic()
     try:
         if not BUSYBOX.is_file():
             raise BuildError(f"{BUSYBOX} is missing: apt-get install busybox-static")
-        images = plan(args.registry, args.repository, args.only)
-        if args.list:
-            print("\n".join(img.name for img in images if LABEL_OS_VERSION in img.labels))
+        if args.list:  # needs no boot cache
+            print("\n".join(v for v in versions() if not args.only or v in args.only))
             return 0
+        images = plan(args.registry, args.repository, args.only, args.boot_cache)
         client = connect()
         check_registry(args.registry)
         for img in images:
@@ -441,8 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{status:<13}{img.ref:<42}{info['Id'][7:19]}  {info['Size'] / 1e6:5.2f} MB"
                   f"  {time.monotonic() - t0:5.1f}s", flush=True)
         if args.keys:
-            versions = [img.name for img in images if LABEL_OS_VERSION in img.labels]
-            sign(args.keys, f"{args.registry}/{args.repository}", versions)
+            built = [img.name for img in images if LABEL_OS_VERSION in img.labels]
+            sign(args.keys, f"{args.registry}/{args.repository}", built)
         print(f"done: {len(images)} images in {time.monotonic() - started:.1f}s", flush=True)
         return 0
     except BuildError as exc:

@@ -95,8 +95,10 @@ def test_read_only_host_root(host: Host, docker_client: docker.DockerClient,
 
 def test_disk_fills_during_staging(host: Host, docker_client: docker.DockerClient,
                                    fault: Callable[[str], FaultRecord]) -> None:
-    """The host root is a small filesystem (v1.3 with its kernel takes about 20 MB): v1.3 fits,
-    staging v1.4 beside it does not."""
+    """The host root is a small filesystem: v1.3 fits, staging v1.4 beside it does not.
+
+    40 MiB holds v1.3 (its store copy and its ESP copy of a real kernel and initrd, about 19 MB)
+    with room to spare; the filler then leaves less than v1.4's initrd needs."""
     record = fault("disk full while staging")
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(host.root)], check=True)
     try:

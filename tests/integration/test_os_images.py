@@ -35,7 +35,9 @@ def test_every_shipped_version_is_a_valid_os_image(host: Host, docker_client: do
     result = validate(host, version)
     assert result["valid"] is True and result["version"] == version
     artifacts = result["boot_artifacts"]
-    assert isinstance(artifacts, dict) and artifacts.get("/boot/vmlinuz", 0) > 0
+    # The Debian kernel (about 8 MB) and a busybox initrd (about 1 MB), not placeholders.
+    assert isinstance(artifacts, dict) and artifacts.get("/boot/vmlinuz", 0) > 4 << 20
+    assert 512 << 10 < artifacts.get("/boot/initrd.img", 0) < 4 << 20
     # Reading files out of the image used a helper container; it is gone again.
     assert host_objects(docker_client, host.host_id) == []
 
