@@ -20,8 +20,9 @@ def _transaction(kind: str):  # type: ignore[no-untyped-def]
             click.option("--health-timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
                          help="Seconds the new version has to become healthy before it is rolled back."),
             click.option("--force", is_flag=True, help="Ignore the target's min_upgrade_from."),
-            click.option("--tries", default=3, show_default=True, type=click.IntRange(min=1),
-                         help="With --stage: how many boots may try the new version before falling back."),
+            click.option("--tries", type=click.IntRange(min=1, max=100),
+                         help="With --stage: how many boots may try the new version before the loader "
+                              "falls back (default: the boot.tries setting, 3)."),
             json_option,
         ]):
             func = option(func)
@@ -31,7 +32,7 @@ def _transaction(kind: str):  # type: ignore[no-untyped-def]
 
 
 def _run(app: AppContext, kind: str, to: str | None, stage: bool, dry_run: bool, yes: bool,
-         health_timeout: float, force: bool, tries: int, as_json: bool) -> None:
+         health_timeout: float, force: bool, tries: int | None, as_json: bool) -> None:
     from osctl.operations import transaction
 
     plan = transaction.decide(app.settings, kind, to)  # type: ignore[arg-type]
@@ -53,11 +54,12 @@ def _run(app: AppContext, kind: str, to: str | None, stage: bool, dry_run: bool,
         if not click.confirm(f"{plan.kind} {app.settings.host_id} to {plan.to_version}?", default=False, err=True):
             raise click.Abort()
     outcome = transaction.run(app.settings, app.engine, plan, health_timeout=health_timeout, force=force,
-                              tries=tries, events=shown(as_json))
+                              tries=tries or app.settings.file.boot.tries, events=shown(as_json))
     if as_json:
         render.print_json(outcome.as_dict())
     elif outcome.result == "staged":
-        render.stdout.print(f"[green]staged[/] {plan.to_version}: the next `osctl boot` tries it")
+        render.stdout.print(f"[green]staged[/] {plan.to_version}: the next boots try it "
+                            f"({tries or app.settings.file.boot.tries} tries), then fall back to {plan.from_version or 'nothing'}")
     elif outcome.result == "nothing-to-do":
         render.stdout.print(outcome.reason or "nothing to do")
     else:
