@@ -23,6 +23,8 @@ from osctl.adapters.locking import host_lock
 from osctl.adapters.registry import Registry
 from osctl.constants import LABEL_ROLE, LABEL_VERSION, ROLE_SERVICE
 from osctl.domain import bootpointer
+from osctl.domain.current import make_current
+from osctl.domain.esp import Esp
 from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
@@ -181,5 +183,8 @@ def set_pinned(settings: Settings, version: str, pinned: bool) -> StoreRecord:
                                 hint=f"osctl pull {tag} first" if pinned else None)
         if record.pinned != pinned:
             record = record.model_copy(update={"pinned": pinned})
+            if pinned:  # a pinned version is bootable from the loader's menu: its files must fit the ESP
+                Esp(settings.esp).place(store, [record])
             store.save(record)
+            make_current(settings)  # its entry comes, or goes
         return record
