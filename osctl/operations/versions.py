@@ -31,8 +31,8 @@ from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import EngineUnavailable, NotFoundError, OsctlError, UsageError
 from osctl.models.store import StoreRecord
-from osctl.models.version import OsVersion, try_parse
 from osctl.models.trust import ReleaseIndex
+from osctl.models.version import OsVersion, try_parse
 from osctl.operations.releases import RemoteTag, judge_tags
 from osctl.operations.trust import for_settings
 

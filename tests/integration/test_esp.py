@@ -13,8 +13,8 @@ import docker
 import pytest
 
 from tests.support.faults import assert_clear_error, osctl_ok
-from tests.support.services import running_sets
 from tests.support.hosts import Host
+from tests.support.services import running_sets
 
 
 @pytest.fixture
