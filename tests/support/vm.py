@@ -150,6 +150,7 @@ class VM:
         self.image = work / "esp.img"
         self.vars = work / "OVMF_VARS.fd"
         self.boots: list[Boot] = []
+        self._qemu: subprocess.Popen[bytes] | None = None
         work.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(OVMF_VARS, self.vars)
 
@@ -202,15 +203,15 @@ class VM:
                 "-drive", f"if=pflash,format=raw,file={self.vars}",
                 "-drive", f"file={self.image},format=raw,if=virtio"]
         started = time.monotonic()
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = self._qemu = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
         try:
             output, _ = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            self.close()
             raise VMError(f"the VM did not power off within {self.timeout:g} s (boot {len(self.boots) + 1} of "
                           f"{self.esp}); serial console, last lines:\n{tail(_read(serial))}") from None
+        self._qemu = None
         seconds = time.monotonic() - started
         text = _read(serial)
         if proc.returncode != 0:
@@ -223,6 +224,16 @@ class VM:
         self.boots.append(result)
         self.write_booted_state(result)
         return result
+
+    def close(self) -> None:
+        """Kill QEMU's process group if a boot is still running (a timeout, an interrupted test)."""
+        proc, self._qemu = self._qemu, None
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.communicate()
 
     # ------------------------------------------------------------------ back to the folder
     def mirror_entries(self) -> None:
