@@ -54,7 +54,7 @@ ENTRY_SELECTED = f"LoaderEntrySelected-{LOADER_GUID}"
 EFI_VARIABLE_ATTRIBUTES = bytes([0x06, 0, 0, 0])  # BOOTSERVICE_ACCESS | RUNTIME_ACCESS, as efivarfs shows them
 
 ENTRIES = "loader/entries"
-_MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0"}
+_MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}  # no complaints about an image without a partition table
 _REPORT = re.compile(r"osctl-boot: version=(?P<version>\S+) entry=(?P<entry>\S+) cmdline=(?P<cmdline>\S+)")
 _END = re.compile(r"osctl-boot: (?P<end>poweroff|panic)\b")
 _KERNEL_PANIC = re.compile(r"Kernel panic - not syncing: .*")
