@@ -281,11 +281,12 @@ class VM:
     def _cmdline(self, boot: Boot) -> str:
         """/proc/cmdline as systemd-boot 252 makes it from the entry it booted (observed):
         ``initrd=<path, backslashes>`` for each initrd line, then the entry's options. The entry
-        is found by its id without the counter (the loader renamed it after reading it); when it
+        is found by its id without the counter (the loader renamed it after reading it) and case; when it
         is not there or its options lack the ``osctl.version=`` the VM printed, just that word."""
         word = f"osctl.version={boot.cmdline_version}"
         folder = self.esp / ENTRIES
-        named = [p for p in folder.glob("*.conf") if _entry_id(p.name) == _entry_id(boot.entry or "")]
+        wanted = _entry_id(boot.entry or "").lower()  # systemd-boot 252 reports entry ids lowercased
+        named = [p for p in folder.glob("*.conf") if _entry_id(p.name).lower() == wanted]
         if len(named) != 1:
             return word
         initrds, options = [], ""
