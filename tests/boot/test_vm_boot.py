@@ -6,10 +6,11 @@ loader's renames come back into the folder, and what booted is written where osc
 read it (``boot.efivars``, ``boot.kernel_cmdline``). ``osctl boot`` then runs as it would at
 start-up; after a boot that panicked nothing runs, since userspace never came up.
 
-Eight boots of about 7 s each (tcg, one vCPU) on an idle machine, plus the transactions.
+Eight boots of 12 to 15 s each (tcg, one vCPU; tests/support/vm.py says where the time goes):
+about 2 min 15 s in all on the 2-core development machine, 107 s of it in QEMU, 27 s in osctl.
 Marked ``alone``: each boot keeps one of the two cores busy for its whole length, which would
 slow the timing-sensitive tests beside it (health gates of a few seconds, hanging probes,
-supervisor restarts) and be slowed by them (boots took 15 to 22 s on a busy machine).
+supervisor restarts) and be slowed by them (boots took up to 22 s on a busy machine).
 """
 
 from __future__ import annotations
