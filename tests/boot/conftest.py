@@ -5,7 +5,7 @@ Every test here is skipped, with the reason, when the harness cannot run on this
 ``.run/boot``: ``scripts/setup`` provides them); the test command then runs the rest as before.
 The skip is set at collection, so that no engine fixture runs for a test that cannot run.
 
-``machine``: the test host's machine. It points the host's settings (``<root>/etc/osctl/
+``machine``: the test host's machine (``make_machine``: one for any host the test makes). It points the host's settings (``<root>/etc/osctl/
 config.yaml``, ``boot:``) at the files the VM writes what booted to (``efivars``,
 ``kernel_cmdline``), hides the loader's menu (``menu_timeout: 0``), and boots ``<root>/boot``
 (the default ``boot.esp``) as the ESP: ``machine.boot()`` is one reboot of that host.
@@ -14,7 +14,7 @@ config.yaml``, ``boot:``) at the files the VM writes what booted to (``efivars``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,14 +35,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def machine(host: Host, tmp_path: Path) -> Iterator[vm.VM]:
-    firmware = tmp_path / "machine"
-    efivars, cmdline = firmware / "efivars", firmware / "cmdline"
-    config = host.root / "etc" / "osctl" / "config.yaml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    with config.open("a") as out:
-        out.write(f"boot:\n  efivars: {json.dumps(str(efivars))}\n  kernel_cmdline: {json.dumps(str(cmdline))}\n"
-                  f"  menu_timeout: 0\n")
-    machine = vm.VM(host.root / "boot", firmware / "vm", efivars=efivars, kernel_cmdline=cmdline)
-    yield machine
-    machine.close()
+def make_machine(tmp_path: Path) -> Iterator[Callable[[Host], vm.VM]]:
+    """The machine of a test host: its settings read what the VM shows, its ESP is booted."""
+    made: list[vm.VM] = []
+
+    def make(host: Host) -> vm.VM:
+        firmware = tmp_path / f"machine-{host.host_id}"
+        efivars, cmdline = firmware / "efivars", firmware / "cmdline"
+        config = host.root / "etc" / "osctl" / "config.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        with config.open("a") as out:
+            out.write(f"boot:\n  efivars: {json.dumps(str(efivars))}\n  kernel_cmdline: {json.dumps(str(cmdline))}\n"
+                      f"  menu_timeout: 0\n")
+        made.append(vm.VM(host.root / "boot", firmware / "vm", efivars=efivars, kernel_cmdline=cmdline))
+        return made[-1]
+
+    yield make
+    for machine in made:
+        machine.close()
+
+
+@pytest.fixture
+def machine(host: Host, make_machine: Callable[[Host], vm.VM]) -> vm.VM:
+    return make_machine(host)

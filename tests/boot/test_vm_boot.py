@@ -1,21 +1,23 @@
 """What osctl writes boots on a real machine: OVMF, systemd-boot, the shipped kernel and initrds.
 
-One host walks the scenarios of issue 15 in order, each VM boot a reboot of that host
-(``machine``, tests/boot/conftest.py): the ESP image is built from ``<root>/boot``, booted, the
-loader's renames come back into the folder, and what booted is written where osctl's settings
-read it (``boot.efivars``, ``boot.kernel_cmdline``). ``osctl boot`` then runs as it would at
-start-up; after a boot that panicked nothing runs, since userspace never came up.
+Two hosts walk the scenarios of issue 15, each VM boot a reboot of its host (``make_machine``,
+tests/boot/conftest.py): the ESP image is built from ``<root>/boot``, booted, the loader's
+renames come back into the folder, and what booted is written where osctl's settings read it
+(``boot.efivars``, ``boot.kernel_cmdline``). ``osctl boot`` then runs as it would at start-up;
+after a boot that panicked nothing runs, since userspace never came up.
 
-Eight boots of 12 to 15 s each (tcg, one vCPU; tests/support/vm.py says where the time goes):
-about 2 min 15 s in all on the 2-core development machine, 107 s of it in QEMU, 27 s in osctl.
-Marked ``alone``: each boot keeps one of the two cores busy for its whole length, which would
-slow the timing-sensitive tests beside it (health gates of a few seconds, hanging probes,
-supervisor restarts) and be slowed by them (boots took up to 22 s on a busy machine).
+Eight boots of 12 to 15 s each (tcg, one vCPU; tests/support/vm.py says where the time goes).
+The two hosts boot side by side, one VM per core: five boots' time in all, not eight. Marked
+``alone``: each boot keeps a core busy for its whole length, which would slow the
+timing-sensitive tests beside it (health gates of a few seconds, hanging probes, supervisor
+restarts) and be slowed by them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -69,9 +71,8 @@ def start_up(host: Host) -> dict[str, object]:
     return result
 
 
-def test_installs_upgrades_downgrades_a_trial_the_loader_abandons_and_one_osctl_blesses(host: Host,
-                                                                                       machine: vm.VM) -> None:
-    # install v1.3: the loader boots it, and osctl learns from the loader what booted
+def install_upgrade_downgrade(host: Host, machine: vm.VM) -> None:
+    """Each boots what the pointer names, and osctl learns from the loader what booted."""
     osctl_ok(host, "upgrade", "--to", "v1.3")
     assert entries(host) == {"osctl-v1.3.conf"}
     assert "timeout 0" in loader_conf(host).splitlines()  # boot.menu_timeout from the settings
@@ -79,13 +80,16 @@ def test_installs_upgrades_downgrades_a_trial_the_loader_abandons_and_one_osctl_
     result = start_up(host)
     assert (result["version"], result["loader_entry"], result["trial"]) == ("v1.3", "osctl-v1.3.conf", None)
 
-    # upgrade to v1.5, downgrade to v1.4: each boots what the pointer names
     osctl_ok(host, "upgrade", "--to", "v1.5")
     boots(host, machine, "v1.5", "osctl-v1.5.conf")
     assert start_up(host)["version"] == "v1.5"
     osctl_ok(host, "downgrade", "--to", "v1.4")
     boots(host, machine, "v1.4", "osctl-v1.4.conf")
     assert start_up(host)["version"] == "v1.4"
+
+
+def a_trial_abandoned_then_one_blessed(host: Host, machine: vm.VM) -> None:
+    osctl_ok(host, "upgrade", "--to", "v1.4")
 
     # a trial of the broken v1.6 with two tries: the loader counts them, then falls back alone
     osctl_ok(host, "upgrade", "--to", "v1.6", "--stage", "--tries", "2")
@@ -118,3 +122,12 @@ def test_installs_upgrades_downgrades_a_trial_the_loader_abandons_and_one_osctl_
     assert not any("+" in name for name in blessed.entries)  # nothing left for the loader to count
     result = start_up(host)
     assert (result["version"], result["trial"]) == ("v1.5", None)
+
+
+def test_installs_upgrades_downgrades_a_trial_the_loader_abandons_and_one_osctl_blesses(
+        make_host: Callable[[], Host], make_machine: Callable[[Host], vm.VM]) -> None:
+    walks = {install_upgrade_downgrade: make_host(), a_trial_abandoned_then_one_blessed: make_host()}
+    with ThreadPoolExecutor(len(walks)) as pool:
+        running = [pool.submit(walk, host, make_machine(host)) for walk, host in walks.items()]
+        for done in running:
+            done.result()  # a failed walk's assertion, as it was raised
