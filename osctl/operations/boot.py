@@ -106,12 +106,15 @@ def _boot_trial(settings: Settings, engine: Engine, pointer: BootPointer, booted
     assert pointer.trial
     trial = result.trial = pointer.trial
     journal = Journal(settings.root)
+    # systemd-boot names the entry it booted; a boot known only from the kernel command line
+    # came from a loader that may not count tries: osctl counts them then.
+    loader_counts = booted is not None and booted.entry is not None
     why = None
     if Store(settings.root).get(trial) is None:
         why = "it is no longer stored"
     elif booted is not None and booted.version != trial:
         why = _given_up_by_loader(settings, trial, booted)
-    elif booted is None and pointer.trial_tries <= 0:
+    elif not loader_counts and pointer.trial_tries <= 0:
         why = "its tries are spent"
     if why is not None:
         _drop_trial(settings, pointer)
@@ -119,7 +122,7 @@ def _boot_trial(settings: Settings, engine: Engine, pointer: BootPointer, booted
         result.trial_result, result.reason = "fell-back", why
         return False
 
-    if booted is None:  # nothing counts for us: the try is spent before it is made
+    if not loader_counts:  # the try is spent before it is made: a boot that dies half-way counts
         pointer = make_current(settings, pointer=pointer.model_copy(update={"trial_tries": pointer.trial_tries - 1}))
         left = f"{pointer.trial_tries} tries left after this one"
     else:
