@@ -19,6 +19,7 @@ from osctl.domain import bootloader, bootpointer, esp, servicestate
 from osctl.domain.journal import crash_point
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
+from osctl.errors import StateError
 from osctl.models.services import ServicesState
 from osctl.models.store import BootPointer
 
@@ -41,6 +42,7 @@ def make_current(settings: Settings, *, pointer: BootPointer | None = None,
         pointer = bootpointer.read(root)
     if services is not None:
         servicestate.write_services(root, services)
+    _require_esp(settings)
     bootloader.write(settings.esp, Store(root), pointer, menu_timeout=settings.file.boot.menu_timeout)
     return pointer
 
@@ -48,5 +50,16 @@ def make_current(settings: Settings, *, pointer: BootPointer | None = None,
 def prepare_boot(settings: Settings, pointer: BootPointer) -> None:
     """Place on the ESP the kernels and initrds that ``pointer`` would boot, or raise (nothing
     half-written) when they do not fit: the check a transaction makes before it swaps anything."""
+    _require_esp(settings)
     store = Store(settings.root)
     esp.Esp(settings.esp).place(store, [record for record, _ in bootloader.bootable(store.records(), pointer)])
+
+
+def _require_esp(settings: Settings) -> None:
+    """A configured ESP must be there: osctl never creates one, since writing to the folder an
+    unmounted partition leaves behind would give the loader nothing (the default, ``<root>/boot``,
+    is created with the root's other folders)."""
+    configured = settings.file.boot.esp
+    if configured and not settings.esp.is_dir():
+        raise StateError(f"the EFI system partition {configured} (boot.esp) is not a folder",
+                         hint="mount it there, or correct boot.esp in the settings file")

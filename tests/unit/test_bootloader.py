@@ -175,10 +175,14 @@ def test_a_damaged_file_on_the_esp_is_written_again(tmp_path: Path) -> None:
     assert kernel.read_bytes() == b"kernel"
 
 
-def test_the_esp_is_a_setting(tmp_path: Path) -> None:
+def test_the_esp_is_a_setting_and_must_be_there(tmp_path: Path) -> None:
     (tmp_path / "etc/osctl").mkdir(parents=True)
     (tmp_path / "etc/osctl/config.yaml").write_text(f"boot: {{esp: {tmp_path / 'efi'}, menu_timeout: 0}}\n")
     _store(tmp_path, "v1.4")
+    with pytest.raises(StateError, match=r"the EFI system partition .*/efi \(boot.esp\) is not a folder"):
+        make_current(_settings(tmp_path), pointer=BootPointer(default="v1.4"))  # not mounted: never created
+    assert not (tmp_path / "efi").exists() and bootpointer.read(tmp_path) == BootPointer()
+    (tmp_path / "efi").mkdir()
     make_current(_settings(tmp_path), pointer=BootPointer(default="v1.4"))
     assert list(_entries(tmp_path / "efi")) == ["osctl-v1.4.conf"] and not (tmp_path / "boot/loader").exists()
     assert "timeout 0" in (tmp_path / "efi/loader/loader.conf").read_text()
