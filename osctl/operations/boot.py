@@ -118,7 +118,8 @@ def _boot_trial(settings: Settings, engine: Engine, pointer: BootPointer, booted
         why = "its tries are spent"
     if why is not None:
         _drop_trial(settings, pointer)
-        journal.finish(journal.begin("boot", pointer.default, trial), "rolled-back", f"trial of {trial} abandoned: {why}")
+        said = why if why.startswith("abandoned") else f"abandoned: {why}"
+        journal.finish(journal.begin("boot", pointer.default, trial), "rolled-back", f"trial of {trial} {said}")
         result.trial_result, result.reason = "fell-back", why
         return False
 
@@ -153,7 +154,7 @@ def _given_up_by_loader(settings: Settings, trial: str, booted: Booted) -> str:
     """Why the loader booted something else than the pending trial, as its entry shows it."""
     found = bootloader.trial_entry(settings.esp, trial)
     if found is not None and found[1].left == 0:
-        return f"the loader gave up on it after {found[1].done} tries and booted {booted.version}"
+        return f"abandoned by the loader after {found[1].done} tries (it booted {booted.version})"
     return f"the loader booted {booted.version} instead ({booted.entry or booted.source})"
 
 

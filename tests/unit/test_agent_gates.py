@@ -61,7 +61,7 @@ def test_a_trial_a_boot_gave_up_on_is_not_tried_again(tmp_path: Path) -> None:
     it again as its target by itself."""
     journal = Journal(tmp_path)
     journal.finish(journal.begin("boot", "v1.4", "v1.5"), "rolled-back",
-                   "trial of v1.5 abandoned: the loader gave up on it after 2 tries and booted v1.4")
+                   "trial of v1.5 abandoned by the loader after 2 tries (it booted v1.4)")
     step = agent(tmp_path, "version: v1.5\nupdate: {policy: auto}\n").tick()
     assert step.phase == "rolled-back" and "not tried again" in step.detail
 

@@ -99,11 +99,12 @@ def test_a_trial_the_loader_gave_up_on_is_abandoned_for_good(settings: Settings,
     loader_booted(settings, "osctl-v1.4.conf", "initrd=\\osctl\\files\\x osctl.version=v1.4")
     result = boot(settings, engine)  # type: ignore[arg-type]
     assert (result.version, result.trial, result.trial_result) == ("v1.4", "v1.6", "fell-back")
-    assert result.reason == "the loader gave up on it after 2 tries and booted v1.4"
+    assert result.reason == "abandoned by the loader after 2 tries (it booted v1.4)"
     assert entries(settings) == ["osctl-v1.4.conf"], "its entry goes: the menu no longer offers it"
     assert bootpointer.read(settings.root).trial is None
     last = Journal(settings.root).history().entries[-1]
     assert (last.kind, last.to_version, last.result) == ("boot", "v1.6", "rolled-back")
+    assert last.reason == "trial of v1.6 abandoned by the loader after 2 tries (it booted v1.4)"
     again = boot(settings, engine)  # type: ignore[arg-type]
     assert (again.version, again.trial) == ("v1.4", None), "nothing is retried by itself"
 
