@@ -121,7 +121,7 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
     if not trust.enforced:  # said once new content is stored, so that an error stays one line
         trust.note_unverified()
     ImageFacts(settings.root).forget_failure(wanted.digest)
-    make_current(settings)  # every stored version has its boot loader entry
+    make_current(settings)  # the ESP follows the store (a pinned version pulled again, a repair)
     return PullResult(record, already_stored=False)
 
 
