@@ -93,7 +93,7 @@ def render_entry(record: StoreRecord, role: Role) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_conf(pointer: BootPointer, entries: dict[str, Role], menu_timeout: int) -> str:
+def render_conf(entries: dict[str, Role], menu_timeout: int) -> str:
     default = next((name for name, role in entries.items() if role is Role.DEFAULT), None)
     lines = ["# written by osctl (docs/boot.md): edits are replaced", f"timeout {menu_timeout}", "editor no"]
     if Role.TRIAL in entries.values():
@@ -122,9 +122,9 @@ def trial_entry(esp: Path, version: str) -> tuple[str, EntryName] | None:
 
 
 def write(esp: Path, store: Store, pointer: BootPointer, *, menu_timeout: int = 3) -> None:
-    """Make the ESP match the pointer: files, then entries, then loader.conf, then removals."""
+    """Make the ESP match the pointer: entries, then loader.conf, then removals. The files the
+    entries name are placed first, by the caller (``domain.current.prepare_boot``)."""
     chosen = bootable(store.records(), pointer)
-    Esp(esp).place(store, [record for record, _ in chosen])
     wanted: dict[str, tuple[str, Role]] = {}
     for record, role in chosen:
         if role is Role.TRIAL:
@@ -138,7 +138,7 @@ def write(esp: Path, store: Store, pointer: BootPointer, *, menu_timeout: int = 
     for name, (text, _) in wanted.items():
         if fsutil.read_text(entries / name) != text:
             fsutil.atomic_write(entries / name, text)
-    conf = render_conf(pointer, {name: role for name, (_, role) in wanted.items()}, menu_timeout)
+    conf = render_conf({name: role for name, (_, role) in wanted.items()}, menu_timeout)
     if fsutil.read_text(esp / LOADER_CONF) != conf:
         fsutil.atomic_write(esp / LOADER_CONF, conf)
     for stale in set(entries_on(esp)) - set(wanted):

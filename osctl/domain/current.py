@@ -40,9 +40,9 @@ def make_current(settings: Settings, *, pointer: BootPointer | None = None,
         crash_point("commit:pointer-written")
     else:
         pointer = bootpointer.read(root)
+        prepare_boot(settings, pointer)
     if services is not None:
         servicestate.write_services(root, services)
-    _require_esp(settings)
     bootloader.write(settings.esp, Store(root), pointer, menu_timeout=settings.file.boot.menu_timeout)
     return pointer
 
