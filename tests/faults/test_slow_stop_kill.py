@@ -23,7 +23,7 @@ from tests.support.hosts import Host
 from tests.support.services import running_sets
 
 GRACE = 3  # seconds the worker takes to honour SIGTERM
-# worker takes GRACE seconds to stop; app depends on it, so the swap stops app first, then worker.
+# worker takes GRACE seconds to stop; the swap stops app and worker at once (app depends on worker).
 MANIFEST = f"""\
 version: v2.0
 services:
