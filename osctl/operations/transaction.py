@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 from osctl.adapters.engine import Engine
@@ -331,9 +332,14 @@ def _stop_old_set(settings: Settings, engine: Engine, journal: Journal, txn: Tra
 
 
 def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
-    """Create the new set's containers (not started), so the swap itself only starts them."""
+    """Create the new set's containers (not started), so the swap itself only starts them.
+
+    Each service's container is made by a thread of its own: creates are independent, and
+    one after the other they would cost a tenth of a second per service before the swap.
+    """
     observed = serviceset.observe(engine, sset.host_id, sset.version)
-    for name in sset.specs:
+
+    def make(name: str) -> None:
         current = observed.get(name)
         if current is not None:  # from an earlier, failed attempt: start clean
             engine.stop_and_remove(current.id, current.stop_timeout, host_id=sset.host_id)
@@ -343,10 +349,17 @@ def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
             with contextlib.suppress(UsageError):
                 serviceset.create_container(engine, sset, name)
 
+    with ThreadPoolExecutor(max_workers=max(1, len(sset.specs)), thread_name_prefix="prepare") as pool:
+        list(pool.map(make, sset.specs))
+
 
 def _roll_back(settings: Settings, engine: Engine, txn: Transaction, events: Events) -> None:
     """Undo an uncommitted transaction: its new containers go, the old set runs again."""
-    serviceset.down(engine, settings.host_id, txn.to_version, remove=True)
+    try:  # the new set's own stop order, when its manifest can still be read
+        manifest = serviceset.stored_manifest(settings.host_id, settings.root, txn.to_version)
+    except OsctlError:
+        manifest = None
+    serviceset.down(engine, settings.host_id, txn.to_version, manifest=manifest, remove=True)
     if txn.from_version and txn.kind != "stage":
         old = serviceset.load_service_set(settings.host_id, settings.root, txn.from_version)
         state = servicestate.read_services(settings.root)
