@@ -38,7 +38,7 @@ def up(app: AppContext, version: str | None, timeout: float, as_json: bool) -> N
 @service.command()
 @pass_app
 def down(app: AppContext) -> None:
-    """Stop and remove the service set, dependents first; volumes are kept."""
+    """Stop and remove the service set, every service at once; volumes are kept."""
     from osctl.operations import services
 
     done = services.down(app.settings, app.engine, events=show)

@@ -7,7 +7,7 @@ depends on is ready, independent services in parallel. ``service_started`` waits
 container to run, ``service_healthy`` for its probe to pass (osctl runs the probe itself, so
 nothing waits out the engine's interval), ``service_completed_successfully`` for a one-shot to
 exit 0. A service whose dependency failed is not started. Named volumes are never removed.
-``down`` stops in the reverse order. Bind sources are resolved immediately before each create
+``down`` stops every service at once (see ``down``). Bind sources are resolved immediately before each create
 and each start (``create_container``, ``start_container``); ``down`` and ``observe`` resolve
 nothing, so a host whose bind now leads outside its root can still be listed and stopped.
 
