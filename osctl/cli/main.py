@@ -6,9 +6,8 @@ reaches here is a bug: it is reported as such in one line, and ``--debug`` shows
 
 from __future__ import annotations
 
-import logging
 import sys
-import traceback
+from typing import Any
 
 import click
 
@@ -22,42 +21,79 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so a transaction rolls back as on Ctrl-C."""
 
 
-class LazyGroup(click.Group):
-    """Commands live in their own modules, imported only when run (keeps ``--help`` fast)."""
+# name -> (module:attribute, summary). ``osctl --help`` lists the commands from the summaries
+# alone and so imports none of their modules. Each summary is the first sentence of the
+# command's help; tests/unit/test_cli_lazy.py checks that they match, so they cannot drift.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "agent": ("osctl.cli.agent_cmd:agent",
+              "Apply the host's update policy (manual, download-only, auto) until SIGTERM."),
+    "boot": ("osctl.cli.transaction_cmd:boot",
+             "Start-up: recover, boot the trial or the default version, bring its services up."),
+    "cloud-init": ("osctl.cli.cloudinit_cmd:cloud_init",
+                   "Check, show and apply cloud-init user data (docs/cloud-init.md)."),
+    "downgrade": ("osctl.cli.transaction_cmd:downgrade",
+                  "Switch the host to an older version (any stored one works offline)."),
+    "fleet": ("osctl.cli.fleet_cmd:fleet", "Roll versions out to groups of hosts in coordinated waves (etcd)."),
+    "image": ("osctl.cli.image_cmd:image", "Check OS images against the image contract (docs/image-format.md)."),
+    "list-versions": ("osctl.cli.versions_cmd:list_versions",
+                      "Show every version in the registry or on this host, newest first."),
+    "pin": ("osctl.cli.versions_cmd:pin", "Keep stored VERSION through every prune."),
+    "prune": ("osctl.cli.versions_cmd:prune",
+              "Remove stored versions beyond the newest KEEP; never the running, next-boot, previous or pinned "
+              "ones."),
+    "pull": ("osctl.cli.versions_cmd:pull",
+             "Pull VERSION and store it, so it can be booted or switched to without the network."),
+    "release": ("osctl.cli.release_cmd:release",
+                "Sign OS versions with the release keys (TUF) and publish the metadata beside the images."),
+    "rollback": ("osctl.cli.transaction_cmd:rollback", "Switch back to the previous version."),
+    "service": ("osctl.cli.service_cmd:service",
+                "List, inspect, start and stop the system services of the active version."),
+    "status": ("osctl.cli.status_cmd:status",
+               "Show the host, its versions (running, next boot, previous), services, supervisor and trust."),
+    "supervise": ("osctl.cli.supervise_cmd:supervise",
+                  "Keep the active version's services running until SIGTERM (which leaves them running)."),
+    "unpin": ("osctl.cli.versions_cmd:unpin", "Let prune remove VERSION again."),
+    "upgrade": ("osctl.cli.transaction_cmd:upgrade",
+                "Switch the host to a newer version (the first install, on a new host)."),
+}
 
-    commands_by_module = {
-        "status": ("osctl.cli.status_cmd", "status"),
-        "image": ("osctl.cli.image_cmd", "image"),
-        "list-versions": ("osctl.cli.versions_cmd", "list_versions"),
-        "pull": ("osctl.cli.versions_cmd", "pull"),
-        "pin": ("osctl.cli.versions_cmd", "pin"),
-        "unpin": ("osctl.cli.versions_cmd", "unpin"),
-        "prune": ("osctl.cli.versions_cmd", "prune"),
-        "service": ("osctl.cli.service_cmd", "service"),
-        "supervise": ("osctl.cli.supervise_cmd", "supervise"),
-        "upgrade": ("osctl.cli.transaction_cmd", "upgrade"),
-        "downgrade": ("osctl.cli.transaction_cmd", "downgrade"),
-        "rollback": ("osctl.cli.transaction_cmd", "rollback"),
-        "boot": ("osctl.cli.transaction_cmd", "boot"),
-        "cloud-init": ("osctl.cli.cloudinit_cmd", "cloud_init"),
-        "agent": ("osctl.cli.agent_cmd", "agent"),
-        "fleet": ("osctl.cli.fleet_cmd", "fleet"),
-        "release": ("osctl.cli.release_cmd", "release"),
-    }
+
+class LazyGroup(click.Group):
+    """A group whose commands live in their own modules, imported only when one of them runs
+    (or is asked for its own help). ``lazy``: name -> (``module:attribute``, summary)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self.commands_by_module))
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self.commands_by_module:
-            import importlib
+        if name not in self.lazy:
+            return super().get_command(ctx, name)
+        import importlib
 
-            module, attr = self.commands_by_module[name]
-            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        module, _, attr = self.lazy[name][0].partition(":")
+        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+    def summary(self, ctx: click.Context, name: str) -> click.Command | None:
+        """A stand-in that has only the command's name and summary, for listing it."""
+        if name in self.lazy:
+            return click.Command(name, help=self.lazy[name][1])
         return super().get_command(ctx, name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click.Group.format_commands, listing the stand-ins: shortened to the width as click does.
+        commands = [(name, command) for name in self.list_commands(ctx)
+                    if (command := self.summary(ctx, name)) is not None and not command.hidden]
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in commands])
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="osctl")
 # The environment variables are read by osctl.domain.settings, not by click, so that
 # `osctl status` can say where each value came from.
@@ -86,8 +122,25 @@ def cli(ctx: click.Context, root: str | None, host_id: str | None, image: str | 
     ctx.obj = app
     ctx.call_on_close(app.close)
 
-    # osctl's log (retry waits, engine calls) is for --debug; users get warnings through the
-    # operations' callbacks, worded for them, so the log never clutters stderr otherwise.
+    _quiet_log(debug)
+
+
+def _quiet_log(debug: bool) -> None:
+    """osctl's log (retry waits, engine calls) is for --debug; users get warnings through the
+    operations' callbacks, worded for them, so the log never clutters stderr otherwise."""
+    import logging
+
+    class WarningLine(logging.Handler):
+        """Shows warnings as one ``warning:`` line each on stderr, nothing else."""
+
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+
+        def emit(self, record: logging.LogRecord) -> None:
+            from osctl.cli import render
+
+            render.warn(record.getMessage())
+
     osctl_log = logging.getLogger("osctl")
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
@@ -97,19 +150,7 @@ def cli(ctx: click.Context, root: str | None, host_id: str | None, image: str | 
         # Damage found in a state file (repaired from its copy, or set aside) concerns the user,
         # and so does what trust could not check (nothing verified, metadata unreachable).
         for name in ("osctl.adapters.statefile", "osctl.operations.trust"):
-            logging.getLogger(name).addHandler(_WarningLine())
-
-
-class _WarningLine(logging.Handler):
-    """Shows warnings as one ``warning:`` line each on stderr, nothing else."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from osctl.cli import render
-
-        render.warn(record.getMessage())
+            logging.getLogger(name).addHandler(WarningLine())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +192,8 @@ def _run(args: list[str], debug: bool) -> int:
         return 130
     except OsctlError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         _error(exc.message, exc.hint)
         return exc.exit_code
@@ -158,6 +201,8 @@ def _run(args: list[str], debug: bool) -> int:
         return 1
     except Exception as exc:  # the last line of defence: a bug, said in one line
         if debug:
+            import traceback
+
             traceback.print_exc()
         _error(f"internal error: {type(exc).__name__}: {exc}",
                "this is a bug in osctl; re-run with --debug to see the traceback and report it")
