@@ -1,5 +1,6 @@
 """The lazy command table of ``osctl``: every command reachable, ``--help`` listing them all
-without importing one, summaries that match the commands' own help, one-line usage errors."""
+without importing one (nor click, at the usual width), summaries that match the commands' own
+help, the static top-level help equal to click's, one-line usage errors."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pathlib import Path
 import click
 import pytest
 
-from osctl.cli.main import COMMANDS, cli, main
+from osctl.cli.app import COMMANDS, cli, run, top_help
+from osctl.cli.helptext import TOP_HELP
+from osctl.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +59,7 @@ def test_the_table_lists_every_command_of_the_modules() -> None:
 
 
 def _fresh_python(code: str) -> dict[str, object]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
                           check=True)
     return json.loads(proc.stdout.splitlines()[-1])  # type: ignore[no-any-return]
@@ -70,13 +73,35 @@ def test_help_lists_every_command_without_importing_one() -> None:
         "with contextlib.redirect_stdout(out):\n"
         "    code = main(['--help'])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('docker', 'requests', 'rich', 'pydantic', 'tuf', 'etcd3gw', 'yaml', 'ruamel', 'logging')"
+        "('click', 'docker', 'requests', 'rich', 'pydantic', 'tuf', 'etcd3gw', 'yaml', 'ruamel', 'logging')"
         " or m.endswith('_cmd'))\n"
         "print(json.dumps({'code': code, 'out': out.getvalue(), 'heavy': heavy}))\n")
     assert found["code"] == 0
     assert found["heavy"] == []
     listed = [line.split()[0] for line in str(found["out"]).split("Commands:")[1].splitlines() if line.strip()]
     assert listed == sorted(COMMANDS)
+
+
+def test_the_static_help_is_what_click_renders(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """helptext.TOP_HELP (printed without click) is click's own output at 80 columns and more;
+    when it is not, `python -m osctl.cli.helptext` writes it again."""
+    assert TOP_HELP == top_help(), "osctl/cli/helptext.py is stale: run python -m osctl.cli.helptext"
+    for columns in ("80", "200"):
+        monkeypatch.setenv("COLUMNS", columns)
+        assert run(["--help"], debug=False) == 0
+        assert capsys.readouterr().out == TOP_HELP
+        assert main(["--help"]) == 0 and main(["-h"]) == 0
+        assert capsys.readouterr().out == TOP_HELP * 2
+
+
+def test_a_narrow_terminal_gets_clicks_wrapping(capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out != TOP_HELP and max(len(line) for line in out.splitlines()) <= 58
+    assert "list-versions" in out
 
 
 def test_json_status_and_list_do_not_load_rich() -> None:
