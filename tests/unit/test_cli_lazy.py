@@ -130,3 +130,4 @@ def test_command_help_still_comes_from_the_command(capsys: pytest.CaptureFixture
     code = main(["list-versions", "--help"])
     out, _ = capsys.readouterr()
     assert code == 0 and "--offline" in out and "newest first" in out
+
