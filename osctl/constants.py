@@ -30,6 +30,7 @@ CONFIG_FILE = "etc/osctl/config.yaml"
 MACHINE_ID_FILE = "etc/machine-id"
 STATE_DIR = "var/lib/osctl"
 BOOT_DIR = "boot/osctl"
+TUF_DIR = f"{STATE_DIR}/tuf"  # the release metadata the host last verified (operations.trust)
 
 # Defaults.
 DEFAULT_ROOT = "/"

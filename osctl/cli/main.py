@@ -1,176 +1,54 @@
-"""The ``osctl`` command: global options, the command list, and the one place errors end.
+"""The ``osctl`` entry point (the console script and ``python -m osctl``).
 
-Every ``OsctlError`` becomes one red line (plus a hint) and its exit code. Anything else that
-reaches here is a bug: it is reported as such in one line, and ``--debug`` shows the traceback.
+``osctl --help`` at the usual width is answered from ``helptext.TOP_HELP``, the text click
+renders for it (tests/unit/test_cli_lazy.py keeps the two equal), without loading click; every
+other command line goes to the click application in ``osctl.cli.app``.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
-import traceback
+from typing import Any
 
-import click
-
-from osctl import __version__
-from osctl.cli.context import AppContext
-
-INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in osctl, not in what the user asked
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so a transaction rolls back as on Ctrl-C."""
-
-
-class LazyGroup(click.Group):
-    """Commands live in their own modules, imported only when run (keeps ``--help`` fast)."""
-
-    commands_by_module = {
-        "status": ("osctl.cli.status_cmd", "status"),
-        "image": ("osctl.cli.image_cmd", "image"),
-        "list-versions": ("osctl.cli.versions_cmd", "list_versions"),
-        "pull": ("osctl.cli.versions_cmd", "pull"),
-        "pin": ("osctl.cli.versions_cmd", "pin"),
-        "unpin": ("osctl.cli.versions_cmd", "unpin"),
-        "prune": ("osctl.cli.versions_cmd", "prune"),
-        "service": ("osctl.cli.service_cmd", "service"),
-        "supervise": ("osctl.cli.supervise_cmd", "supervise"),
-        "upgrade": ("osctl.cli.transaction_cmd", "upgrade"),
-        "downgrade": ("osctl.cli.transaction_cmd", "downgrade"),
-        "rollback": ("osctl.cli.transaction_cmd", "rollback"),
-        "boot": ("osctl.cli.transaction_cmd", "boot"),
-        "cloud-init": ("osctl.cli.cloudinit_cmd", "cloud_init"),
-        "agent": ("osctl.cli.agent_cmd", "agent"),
-        "fleet": ("osctl.cli.fleet_cmd", "fleet"),
-        "release": ("osctl.cli.release_cmd", "release"),
-    }
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self.commands_by_module))
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self.commands_by_module:
-            import importlib
-
-            module, attr = self.commands_by_module[name]
-            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
-        return super().get_command(ctx, name)
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="osctl")
-# The environment variables are read by osctl.domain.settings, not by click, so that
-# `osctl status` can say where each value came from.
-@click.option("--root", metavar="DIR",
-              help="The host's root folder; all state lives under it.  [env: OSCTL_ROOT; default: /]")
-@click.option("--host-id", metavar="ID",
-              help="The host's id.  [env: OSCTL_HOST_ID; default: <root>/etc/machine-id]")
-@click.option("--image", metavar="REPO",
-              help="OS image repository without a tag, e.g. 127.0.0.1:5000/osctl/os.  [env: OSCTL_IMAGE]")
-@click.option("--etcd", metavar="URLS",
-              help="etcd client URLs, comma-separated, for the fleet.  [env: OSCTL_ETCD; settings: fleet.etcd]")
-@click.option("--group", metavar="G",
-              help="The host's fleet group.  [env: OSCTL_GROUP; settings: fleet.group; default: default]")
-@click.option("--trust-root", metavar="FILE",
-              help="The release keys' root.json this host trusts (docs/trust.md).  [env: OSCTL_TRUST_ROOT; "
-                   "settings: trust.root]")
-@click.option("--json", "as_json", is_flag=True, help="Print data as JSON (same as each command's --json).")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-@click.pass_context
-def cli(ctx: click.Context, root: str | None, host_id: str | None, image: str | None, etcd: str | None,
-        group: str | None, trust_root: str | None, as_json: bool, debug: bool) -> None:
-    """osctl replaces a host's operating system in toto: every OS version is a container
-    image, every core service a container, and upgrades swap the whole set atomically."""
-    app = AppContext(root=root, host_id=host_id, image=image, etcd=etcd, group=group, trust_root=trust_root,
-                     json=as_json, debug=debug)
-    ctx.obj = app
-    ctx.call_on_close(app.close)
-
-    # osctl's log (retry waits, engine calls) is for --debug; users get warnings through the
-    # operations' callbacks, worded for them, so the log never clutters stderr otherwise.
-    osctl_log = logging.getLogger("osctl")
-    if debug:
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-    elif not osctl_log.handlers:
-        osctl_log.addHandler(logging.NullHandler())
-        osctl_log.propagate = False
-        # Damage found in a state file (repaired from its copy, or set aside) concerns the user,
-        # and so does what trust could not check (nothing verified, metadata unreachable).
-        for name in ("osctl.adapters.statefile", "osctl.operations.trust"):
-            logging.getLogger(name).addHandler(_WarningLine())
-
-
-class _WarningLine(logging.Handler):
-    """Shows warnings as one ``warning:`` line each on stderr, nothing else."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from osctl.cli import render
-
-        render.warn(record.getMessage())
+# What ``osctl.cli.app`` defines and code reaches through this module.
+_APP_NAMES = ("cli", "COMMANDS", "LazyGroup", "Terminated", "INTERNAL_ERROR", "run", "top_help")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns (and exits with) the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    code = _run(args, debug="--debug" in args)
+    code = _static_help(args)
+    if code is None:
+        from osctl.cli.app import run
+
+        code = run(args, debug="--debug" in args)
     if argv is None:
         sys.exit(code)
     return code
 
 
-def _run(args: list[str], debug: bool) -> int:
-    import signal
+def _static_help(args: list[str]) -> int | None:
+    """``osctl --help`` / ``-h`` without click; None when click must render it (other
+    arguments, or a terminal narrower than the 80 columns the text is laid out for)."""
+    if args not in (["--help"], ["-h"]):
+        return None
+    import shutil
 
-    from osctl.errors import OsctlError
+    if shutil.get_terminal_size().columns < 80:  # click wraps to the terminal, as the text does not
+        return None
+    from osctl.cli.helptext import TOP_HELP
 
-    def terminate(_signum: int, _frame: object) -> None:
-        raise Terminated()
-
-    if threading_main():
-        signal.signal(signal.SIGTERM, terminate)  # `osctl supervise` installs its own
     try:
-        result = cli.main(args=args, prog_name="osctl", standalone_mode=False)
-        return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.UsageError as exc:  # one line, like every other error, and where to look
-        command = exc.ctx.command_path if exc.ctx is not None else "osctl"
-        _error(exc.format_message(), f"see '{command} --help'")
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.Abort, KeyboardInterrupt) as exc:  # click turns KeyboardInterrupt into Abort
-        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
-            _error("terminated (SIGTERM); an interrupted change was undone or is finished by the next osctl boot")
-            return 143
-        _error("interrupted")
-        return 130
-    except OsctlError as exc:
-        if debug:
-            traceback.print_exc()
-        _error(exc.message, exc.hint)
-        return exc.exit_code
+        sys.stdout.write(TOP_HELP)
+        sys.stdout.flush()
     except BrokenPipeError:
         return 1
-    except Exception as exc:  # the last line of defence: a bug, said in one line
-        if debug:
-            traceback.print_exc()
-        _error(f"internal error: {type(exc).__name__}: {exc}",
-               "this is a bug in osctl; re-run with --debug to see the traceback and report it")
-        return INTERNAL_ERROR
+    return 0
 
 
-def threading_main() -> bool:
-    import threading
+def __getattr__(name: str) -> Any:
+    if name in _APP_NAMES:
+        from osctl.cli import app
 
-    return threading.current_thread() is threading.main_thread()
-
-
-def _error(message: str, hint: str | None = None) -> None:
-    from osctl.cli import render
-
-    render.error(message, hint)
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

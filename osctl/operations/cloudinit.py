@@ -34,6 +34,7 @@ from osctl.adapters.engine import Engine
 from osctl.adapters.locking import host_lock
 from osctl.constants import CONFIG_FILE, LABEL_ROLE, ROLE_HELPER, STATE_DIR
 from osctl.domain import bootpointer, hostfiles, servicestate
+from osctl.domain.cloudinitstatus import CI_DIR, status_path
 from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings, read_settings_file
 from osctl.domain.store import Store
@@ -46,7 +47,6 @@ from osctl.operations import serviceset
 from osctl.operations.services import skipped
 
 SEED_DIR = f"{STATE_DIR}/seed/nocloud"
-CI_DIR = f"{STATE_DIR}/cloud-init"
 LOG_FILE = "var/log/osctl/cloud-init.log"
 COMMAND_TIMEOUT = 600.0
 DEFAULT_INSTANCE = "iid-local"
@@ -137,15 +137,7 @@ def _record(root: Path, report: ApplyReport) -> None:
               "applied_at": datetime.now(UTC).isoformat(timespec="seconds"),
               "steps": {s.name: {"result": s.result, "detail": s.detail, "exit_code": s.exit_code}
                         for s in report.steps}}
-    fsutil.atomic_write(root / CI_DIR / "status.json", json.dumps(status, indent=2, sort_keys=True) + "\n")
-
-
-def read_status(root: Path) -> dict[str, Any] | None:
-    text = fsutil.read_text(root / CI_DIR / "status.json")
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        return None
+    fsutil.atomic_write(status_path(root), json.dumps(status, indent=2, sort_keys=True) + "\n")
 
 
 class _Applier:

@@ -9,15 +9,22 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from osctl.adapters.engine import Engine
-from osctl.domain import bootedentry, bootloader, bootpointer, servicestate
+from osctl.constants import LABEL_ROLE, LABEL_SERVICE, LABEL_VERSION, ROLE_SERVICE, TUF_DIR
+from osctl.domain import bootedentry, bootpointer, cloudinitstatus, servicestate
 from osctl.domain.journal import Journal
+from osctl.domain.naming import host_labels
 from osctl.domain.settings import ENV_TRUST_ROOT, Settings
 from osctl.errors import OsctlError
 from osctl.models.version import try_parse
-from osctl.operations import cloudinit, serviceset
-from osctl.operations.trust import CACHE_DIR, metadata_repository
+
+if TYPE_CHECKING:
+    from osctl.adapters.engine import Engine
+
+# What the engine's listing says of a container whose inspect says ``Running`` (paused and
+# restarting containers are still running, as ``docker inspect`` has it).
+_RUNNING = frozenset({"running", "paused", "restarting"})
 
 
 @dataclass(frozen=True)
@@ -84,13 +91,17 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
     state = servicestate.read_services(settings.root)
     supervisor = servicestate.read_supervisor(settings.root)
     pointer = bootpointer.read(settings.root)
-    observed = serviceset.observe_host(engine, settings.host_id)
+    observed = _system_containers(engine, settings.host_id)
     journal = Journal(settings.root)
     txn = journal.current()
     rollbacks = [e for e in journal.history().entries if e.result == "rolled-back"]
-    counted = bootloader.trial_entry(settings.esp, pointer.trial) if pointer.trial else None
+    counted = None
+    if pointer.trial:
+        from osctl.domain import bootloader
+
+        counted = bootloader.trial_entry(settings.esp, pointer.trial)
     booted = bootedentry.what_booted(settings)
-    active = [c for key, c in observed.items() if key.version == state.version] if state.version else []
+    active = [running for version, running in observed if version == state.version] if state.version else []
     return HostStatus(
         host_id=settings.host_id,
         host_id_source=settings.source_of("host_id"),
@@ -103,8 +114,8 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
         desired=state.desired,
         next_boot=pointer.next_boot,
         previous=pointer.previous,
-        running_versions=sorted({key.version for key, c in observed.items() if c.running}),
-        services_running=sum(1 for c in active if c.running),
+        running_versions=sorted({version for version, running in observed if running}),
+        services_running=sum(1 for running in active if running),
         services_total=len(active),
         failed_services=sorted(n for n, r in supervisor.services.items() if r.failed),
         stopped_services=sorted(state.stopped),
@@ -116,12 +127,21 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
         booted=(f"{booted.version} ({booted.entry or booted.source})" if booted else None),
         transaction=txn.model_dump(mode="json") if txn else None,
         last_rollback=rollbacks[-1].model_dump(mode="json") if rollbacks else None,
-        cloud_init=cloudinit.read_status(settings.root),
+        cloud_init=cloudinitstatus.read_status(settings.root),
         supervisor_pid=supervisor.pid,
         supervisor_running=_alive(supervisor.pid),
         supervisor_updated_at=supervisor.updated_at,
         trust=trust_status(settings),
     )
+
+
+def _system_containers(engine: Engine, host_id: str) -> list[tuple[str, bool]]:
+    """(version, running) of each of the host's system containers, from one listing of the
+    engine (status needs no more than that: no inspect per container)."""
+    labels = {**host_labels(host_id), LABEL_ROLE: ROLE_SERVICE}
+    found = {(c.labels.get(LABEL_SERVICE, "?"), c.labels.get(LABEL_VERSION, "?")): c.state in _RUNNING
+             for c in engine.containers(labels)}  # one per service and version, as serviceset sees them
+    return [(version, running) for (_service, version), running in found.items()]
 
 
 def trust_status(settings: Settings, now: datetime | None = None) -> TrustStatus:
@@ -133,10 +153,11 @@ def trust_status(settings: Settings, now: datetime | None = None) -> TrustStatus
         origin = ("option" if settings.trust_root_option else "environment" if settings.env.get(ENV_TRUST_ROOT)
                   else "settings file" if in_file else "OS image")
         return TrustStatus(origin, "enforce", True, None, problem=exc.message)
-    cache = settings.root / CACHE_DIR
+    cache = settings.root / TUF_DIR
     if config.root is None and not (cache / "targets.json").exists():  # nothing to read: python-tuf stays unloaded
         return TrustStatus(config.origin, config.mode, config.enforced, None)
     from osctl.adapters.tufclient import read_index, root_version
+    from osctl.operations.trust import metadata_repository
 
     source = config.metadata_url or (metadata_repository(settings.image) if settings.image else None)
     base = {"origin": config.origin, "mode": config.mode, "enforced": config.enforced, "metadata_source": source}

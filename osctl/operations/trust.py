@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from osctl.adapters.registry import Registry
-from osctl.constants import STATE_DIR
+from osctl.constants import TUF_DIR
 from osctl.domain.settings import Settings
 from osctl.errors import OsctlError, RegistryUnavailable, TrustError
 from osctl.models.store import StoreRecord
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # python-tuf and its crypto cost ~0.2 s to import: only hosts
 
 log = logging.getLogger(__name__)  # the CLI shows this logger's warnings as `warning:` lines
 
-CACHE_DIR = f"{STATE_DIR}/tuf"
+CACHE_DIR = TUF_DIR
 TUF_SUFFIX = "-tuf"
 
 

@@ -18,13 +18,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from osctl.adapters.engine import Engine
+from typing import TYPE_CHECKING
+
 from osctl.adapters.locking import host_lock
 from osctl.adapters.registry import Registry
 from osctl.constants import LABEL_ROLE, LABEL_VERSION, ROLE_SERVICE
 from osctl.domain import bootpointer
-from osctl.domain.current import make_current
-from osctl.domain.esp import Esp
 from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
@@ -35,6 +34,9 @@ from osctl.models.trust import ReleaseIndex
 from osctl.models.version import OsVersion, try_parse
 from osctl.operations.releases import RemoteTag, judge_tags
 from osctl.operations.trust import for_settings
+
+if TYPE_CHECKING:  # list-versions loads neither the engine adapter (until it asks) nor the ESP's writers
+    from osctl.adapters.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,9 @@ def _registry_versions(settings: Settings, registry: Registry | None,
 
 def set_pinned(settings: Settings, version: str, pinned: bool) -> StoreRecord:
     """Pin (keep through every prune) or unpin a stored version."""
+    from osctl.domain.current import make_current
+    from osctl.domain.esp import Esp
+
     tag = OsVersion.parse(version).tag
     store = Store(settings.root)
     with host_lock(settings.root, f"{'pin' if pinned else 'unpin'} {tag}"):

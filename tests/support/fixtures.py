@@ -35,7 +35,7 @@ ETCD_FIXTURES = {"_etcd_cluster_session"}
 @pytest.fixture(autouse=True)
 def _signal_handlers_restored() -> Iterator[None]:
     """Some unit tests call osctl's ``main()`` in the pytest process, which installs a SIGTERM
-    handler raising ``osctl.cli.main.Terminated``; put back what was there, so that a SIGTERM to
+    handler raising ``osctl.cli.app.Terminated``; put back what was there, so that a SIGTERM to
     pytest later ends the run instead of failing whatever test is running."""
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     yield
