@@ -80,6 +80,7 @@ class Engine:
         self._timeout = timeout
         self._connect_attempts = connect_attempts
         self._client: docker.DockerClient | None = None
+        self._api_version: str | None = None  # negotiated once; an event stream's client reuses it
 
     # -- connection ----------------------------------------------------------------------
     @property
@@ -104,16 +105,17 @@ class Engine:
         if self.address.startswith("unix://") and not os.path.exists(self.address.removeprefix("unix://")):
             # Checked here because docker-py leaks the socket object when the path is missing.
             raise self._unavailable(FileNotFoundError(self.address))
-        probe = _refuse_redirects(docker.from_env(version=_PROBE_API_VERSION, timeout=10))
-        try:
-            server = probe.api.version(api_version=False)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise self._unavailable(exc) from exc
-        finally:
-            probe.close()
-        version = min(server.get("ApiVersion", _PROBE_API_VERSION), docker.constants.DEFAULT_DOCKER_API_VERSION,
-                      key=_api_key)
-        return _refuse_redirects(docker.from_env(version=version, timeout=int(self._timeout)))
+        if self._api_version is None:  # a second connection (an event stream) needs no second probe
+            probe = _refuse_redirects(docker.from_env(version=_PROBE_API_VERSION, timeout=10))
+            try:
+                server = probe.api.version(api_version=False)
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                raise self._unavailable(exc) from exc
+            finally:
+                probe.close()
+            self._api_version = min(server.get("ApiVersion", _PROBE_API_VERSION),
+                                    docker.constants.DEFAULT_DOCKER_API_VERSION, key=_api_key)
+        return _refuse_redirects(docker.from_env(version=self._api_version, timeout=int(self._timeout)))
 
     def _unavailable(self, exc: BaseException) -> EngineUnavailable:
         return EngineUnavailable(

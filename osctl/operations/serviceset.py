@@ -168,12 +168,14 @@ def observe_host(engine: Engine, host_id: str, version: str | None = None) -> di
     Each is inspected (a listing does not carry exit codes or health); one removed between the
     listing and its inspection is left out.
     """
-    out: dict[ServiceKey, ContainerState] = {}
-    for info in engine.containers(_set_labels(host_id, version)):
-        state = engine.inspect(info.id)
-        if state is not None:
-            out[ServiceKey(state.labels.get(LABEL_SERVICE, "?"), state.labels.get(LABEL_VERSION, "?"))] = state
-    return out
+    listed = engine.containers(_set_labels(host_id, version))
+    if len(listed) > 1:  # side by side: a swap asks this inside its downtime
+        with ThreadPoolExecutor(max_workers=min(len(listed), 16), thread_name_prefix="observe") as pool:
+            states = list(pool.map(lambda info: engine.inspect(info.id), listed))
+    else:
+        states = [engine.inspect(info.id) for info in listed]
+    return {ServiceKey(state.labels.get(LABEL_SERVICE, "?"), state.labels.get(LABEL_VERSION, "?")): state
+            for state in states if state is not None}
 
 
 def _set_labels(host_id: str, version: str | None) -> dict[str, str]:
