@@ -1,7 +1,30 @@
 #!/usr/bin/env python3
 """Swap: the downtime of replacing a whole service set, osctl against docker-compose and the engine.
 
-    .venv/bin/python bench/swap.py [--runs 5] [--compose-runs 3] [--services 5 10 30] [--json PATH]
+    .venv/bin/python bench/swap.py [--runs 5] [--compose-runs 3] [--services 5 10 30]
+                                   [--sets plain slow start-first] [--json PATH]
+
+Three kinds of set (``--sets``; bench/run's ``swap`` runs the plain sizes, ``swap-real`` the
+other two, in a registry repository of its own):
+
+* plain: the sizes of ``--services``, described next;
+* slow (issue 16, the shape real services have): 10 services, v8.10.1 and v8.10.2: ``network``
+  > ``syslog`` > a 4-deep ``service_started`` chain flush1 > flush2 > flush3 > flush4 of shell
+  services that each need 0.9 s to honour SIGTERM (their trap sleeps before it exits), beside
+  web (httpd, bridge), cron, log and worker (a slow shell stopped by SIGINT); health checks
+  every 1 s; every slow service has ``stop_grace_period: 5s`` (worker ``stop_signal: SIGINT``)
+  once the osctl measured knows those keys, and compose is given the same;
+* start-first: 10 services, v7.10.1 and v7.10.2: edge > api > cache > queue and metrics declare
+  ``update_order: start-first`` (once osctl knows the key; before, they run stop-first, as a
+  reference); network > syslog > worker, log, cron are stop-first. For each start-first service
+  the engine's events give its downtime: the old container's first kill (or die) to the new one's
+  ``health_status: healthy`` (``start`` without a health check), 0 when the new one was ready
+  first; beside it, the same with readiness taken from the first probe exec that passed in it.
+  Goal 0 s for every one of them.
+
+For the two new sets every downgrade (B -> A) runs offline: the host's ``OSCTL_IMAGE`` names a
+registry at a closed port (as tests/integration/test_transactions.py does); the wall time of the
+whole ``osctl downgrade --to A`` command is the figure, goal under 3 s.
 
 For each size n, two OS versions A = v9.<n>.1 and B = v9.<n>.2 (FROM osctl/os:v1.5, in the
 repository ``osctl-bench/swap-os`` of the local registry) hold n busybox services: a one-shot
@@ -37,12 +60,18 @@ every service (and in the OS image), so every service is really replaced.
      after the other through the API: start, the one-shot waited for (exit 0), each daemon
      confirmed running by inspect, then the next. The floor is that chain's time; it leaves
      out stopping the old set, any health probe and the set's other services. Beside it: the
-     chain plus one probe exec per ``service_healthy`` edge (and the leaf's own probe), and,
-     once per size, the whole of set B started by the plain engine in dependency order (each
-     as soon as what it depends on runs; no probes) and then stopped all at once: what
-     starting and stopping n containers costs on this machine, which the chain leaves out.
-   Goals: osctl at most a quarter of compose's downtime, and at most 1.5 x the floor; a miss
-   is explained in a note from the engine's events (where osctl's downtime went).
+     chain plus one probe exec per ``service_healthy`` edge (and the leaf's own probe).
+   * engine whole swap (every run; the second peer): fresh containers of set A run (not
+     measured), set B's are created; then ALL of A's running containers are stopped at once
+     (each with its stop signal and grace period), and B is started in dependency order, each
+     service as soon as what it depends on runs, completed, or passed one probe exec, until
+     every service runs and, with a health check, passed one probe: the plain engine doing the
+     whole swap's container work.
+   Goals (issue 16, on every set): osctl at most 0.4 x compose's downtime and at most 1.3 x
+   the engine's whole swap. A note per set says where osctl's downtime went, from the engine's
+   events: the hand-over (start-first services), the stop phase (first kill -> last old exit),
+   the start phase per dependency level (each level's last service ready), the probe execs,
+   and the rest (osctl's own work before the first kill and after the last ready).
 2. Upgrade end to end: osctl's ``seconds`` (the whole transaction, from its JSON; the process
    wall clock beside it) and compose's ``down`` + ``up -d`` + waiting until healthy, from the
    moment ``down`` is launched.
@@ -411,6 +440,7 @@ class Breakdown:
     handover: float  # first start of a new container -> first kill of an old one (0: none before)
     stop: float  # first kill of an old container -> the last old one's die
     levels: dict[int, float]  # new set's level -> its last service ready, seconds after the stop phase
+    members: dict[int, list[str]]  # the services of each level (those not started in a hand-over)
     probes: int  # execs into the new set's containers until the last was ready (osctl's and the engine's)
     failed: int  # of them, exited non-zero
     span: float  # first kill -> last new service ready (or first new start, when earlier)
@@ -430,15 +460,17 @@ def breakdown(events: list[Event], old_ids: set[str], new: dict[str, str],
     if None in ready.values():
         return None
     levels: dict[int, float] = {}
+    members: dict[int, list[str]] = {}
     for name, at in ready.items():
         if starts[name] is not None and starts[name] >= killed:  # the hand-over's are not in a level
             assert at is not None
             levels[depth[name]] = max(levels.get(depth[name], 0.0), (at - stopped) / 1e9)
+            members.setdefault(depth[name], []).append(name)
     end = max(at for at in ready.values() if at is not None)
     ids = set(new.values())
     execs = [e for e in events if e.id in ids and e.action == "exec_die" and e.at <= end]
     return Breakdown(handover=(killed - min(early)) / 1e9 if early else 0.0, stop=(stopped - killed) / 1e9,
-                     levels=dict(sorted(levels.items())), probes=len(execs),
+                     levels=dict(sorted(levels.items())), members=members, probes=len(execs),
                      failed=sum(e.attrs.get("exitCode") != "0" for e in execs),
                      span=(end - min([killed, *early])) / 1e9)
 
@@ -953,7 +985,6 @@ def where_it_goes(s: Size) -> str:
     downs = [d for d, _b in s.breakdowns]
     runs = [b for _d, b in s.breakdowns]
     med = statistics.median
-    depth = levels_of(s.services[s.versions[1]])
     parts = []
     handover = med(b.handover for b in runs)
     if handover > 0:
@@ -965,7 +996,7 @@ def where_it_goes(s: Size) -> str:
     ready = {lv: med(b.levels[lv] for b in runs if lv in b.levels) for lv in levels}
     steps, before = [], 0.0
     for lv in levels:
-        names = [n for n, d in depth.items() if d == lv and n not in s.start_first]
+        names = sorted({n for b in runs for n in b.members.get(lv, [])})
         steps.append(f"L{lv} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}) +{ready[lv] - before:.2f}")
         before = max(before, ready[lv])
     parts.append(f"start phase by level, each level's last service ready (the increments add up to "
