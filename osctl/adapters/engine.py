@@ -39,6 +39,7 @@ from osctl.adapters import hostprocs
 from osctl.constants import DEFAULT_DOCKER_HOST, LABEL_HOST, LABEL_ROLE, ROLE_HELPER, SETUP_COMMAND
 from osctl.errors import EngineError, EngineUnavailable, ImageFileError, NotFoundError, RegistryUnavailable, UsageError
 from osctl.models.engine import (
+    DEFAULT_STOP_TIMEOUT,
     ContainerInfo,
     ContainerSpec,
     ContainerState,
@@ -335,7 +336,7 @@ class Engine:
             created = api.create_container(
                 _image_name(spec.image), command=spec.command, entrypoint=spec.entrypoint, environment=spec.environment,
                 labels=spec.labels, name=_object_name(spec.name, "container"), host_config=host_config, healthcheck=healthcheck,
-                detach=True, stop_signal="SIGTERM", working_dir=spec.working_dir,
+                detach=True, stop_signal=spec.stop_signal, stop_timeout=spec.stop_timeout, working_dir=spec.working_dir,
             )
         return str(created["Id"])
 
@@ -368,6 +369,7 @@ class Engine:
             started_at=state.get("StartedAt", ""), finished_at=state.get("FinishedAt", ""), health=health,
             image=attrs.get("Image", ""), restart_count=int(attrs.get("RestartCount") or 0),
             binds=tuple(m.get("Source", "") for m in attrs.get("Mounts") or [] if m.get("Type") == "bind"),
+            stop_timeout=_stop_timeout((attrs.get("Config") or {}).get("StopTimeout")),
         )
 
     def wait(self, container_id: str, timeout: float) -> int | None:
@@ -595,6 +597,11 @@ class EventStream:
                 self._stream.close()
             with contextlib.suppress(Exception):
                 self._client.close()
+
+
+def _stop_timeout(value: object) -> int:
+    """A container's own stop timeout; unset (created before osctl set one) is the engine's default."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else DEFAULT_STOP_TIMEOUT
 
 
 def _ns(seconds: float) -> int:

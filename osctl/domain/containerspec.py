@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from osctl.constants import LABEL_SPEC_HASH
 from osctl.domain.naming import container_name, service_labels, volume_labels, volume_name
-from osctl.models.engine import ContainerSpec, Mount, Probe
+from osctl.models.engine import DEFAULT_STOP_TIMEOUT, ContainerSpec, Mount, Probe
 from osctl.models.manifest import ServiceSpec
 
 
@@ -54,12 +55,24 @@ def container_spec(host_id: str, root: Path, version: str, name: str, service: S
         network_mode=service.network_mode,
         privileged=service.privileged,
         probe=probe,
+        stop_signal=service.stop_signal,
+        stop_timeout=math.ceil(service.stop_grace_period),  # the engine counts whole seconds
     )
     return replace(spec, labels={**spec.labels, LABEL_SPEC_HASH: spec_hash(spec)})
 
 
+# Fields added after containers were first labelled with a hash, with the value every container
+# had before: left out of the hash at that value, so a new osctl does not recreate every running
+# container that is exactly as it was.
+_LATER_FIELDS = {"stop_signal": "SIGTERM", "stop_timeout": DEFAULT_STOP_TIMEOUT}
+
+
 def spec_hash(spec: ContainerSpec) -> str:
     """A stable digest of everything that makes the container what it is."""
-    body = json.dumps(asdict(spec), sort_keys=True, separators=(",", ":"))
+    fields = asdict(spec)
+    for key, before in _LATER_FIELDS.items():
+        if fields.get(key) == before:
+            del fields[key]
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 

@@ -1,8 +1,9 @@
 """The service graph of a version: which service waits for which, and in what order they run.
 
 Checked before anything starts (a cycle or a dangling dependency found halfway through a swap
-would leave a host half-switched), and used to start independent services in parallel, level
-by level, and to stop them in the reverse order.
+would leave a host half-switched), and used to start each service as soon as what it depends
+on is ready. Stopping needs no order (docs/image-format.md): every service gets its stop at
+once, except one that asks to outlive its dependents.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def check(services: Mapping[str, ServiceSpec]) -> list[Issue]:
                 issues.append(Issue(path, f"service_healthy needs a healthcheck on {dep!r}, which has none"))
             elif rule.condition == "service_completed_successfully" and not services[dep].oneshot:
                 issues.append(Issue(path, f"{dep!r} is not a oneshot service, so it never completes"))
+            elif spec.update_order == "start-first" and services[dep].update_order != "start-first":
+                issues.append(Issue(path, f"a start-first service starts while the old set still runs, so what it "
+                                          f"depends on must be start-first too: {dep!r} is stop-first"))
     if not issues:
         cycle = find_cycle(services)
         if cycle:
@@ -83,6 +87,20 @@ def levels(services: Mapping[str, ServiceSpec]) -> list[list[str]]:
     for name in sorted(depth):
         out[depth[name]].append(name)
     return out
+
+
+def start_first(services: Mapping[str, ServiceSpec]) -> list[str]:
+    """The services a swap hands over before the old set stops (``update_order: start-first``),
+    in start order; ``check`` made sure they depend on nothing else."""
+    return [name for name in start_order(services) if services[name].update_order == "start-first"]
+
+
+def stop_waits(services: Mapping[str, ServiceSpec]) -> dict[str, set[str]]:
+    """For each service that must outlive its dependents (``stop_after_dependents``), the
+    services whose stops it waits for: those that depend on it directly. Every other service
+    is stopped at once, so a set's stop costs its slowest stop, not one per dependency level."""
+    return {name: {other for other, spec in services.items() if name in spec.depends_on}
+            for name, spec in services.items() if spec.stop_after_dependents}
 
 
 def start_order(services: Mapping[str, ServiceSpec]) -> list[str]:

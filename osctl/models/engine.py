@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
+DEFAULT_STOP_TIMEOUT = 10  # the engine's own default, and compose's stop_grace_period's
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     address: str
@@ -94,6 +97,8 @@ class ContainerSpec:
     privileged: bool = False
     probe: Probe | None = None
     working_dir: str | None = None
+    stop_signal: str = "SIGTERM"
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT  # seconds from the stop signal to SIGKILL
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,7 @@ class ContainerState:
     image: str
     restart_count: int = 0
     binds: tuple[str, ...] = ()  # host paths bound into it, as the engine will mount them at start
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT  # what it was created with (its service's stop_grace_period)
 
     @property
     def exited_ok(self) -> bool:

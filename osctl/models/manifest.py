@@ -27,6 +27,13 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # POSIX: what a shell can name
 ENGINE_OWNED = ("/proc", "/sys", "/dev")
 
 Condition = Literal["service_started", "service_healthy", "service_completed_successfully"]
+UpdateOrder = Literal["stop-first", "start-first"]
+
+MAX_STOP_GRACE = 3600.0  # an hour: a stop that needs longer is a hang, and a swap waits for it
+# Signals a service may ask to be stopped with: those daemons use for "shut down" (SIGWINCH is
+# Apache's graceful stop, SIGPWR some inits'), by name, so a manifest means the same everywhere.
+STOP_SIGNALS = frozenset({"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGPWR",
+                          "SIGABRT", "SIGALRM", "SIGKILL"})
 
 
 def _argv(value: object) -> object:
@@ -169,6 +176,24 @@ def _env_value(value: object) -> object:
     return value
 
 
+def _stop_signal(value: object) -> object:
+    """``SIGUSR1`` as compose spells it; ``USR1`` or ``sigusr1`` mean the same."""
+    if not isinstance(value, str):
+        return value
+    name = value.strip().upper()
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    if name not in STOP_SIGNALS:
+        raise ValueError(f"{value!r} is not a signal a service can be stopped with "
+                         f"(e.g. SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1)")
+    return name
+
+
+def _grace_period(value: float) -> float:
+    if value > MAX_STOP_GRACE:
+        raise ValueError(f"{value:g} s is longer than the longest stop osctl waits for ({MAX_STOP_GRACE:g} s, 1h)")
+    return value
+
+
 def _restart(value: object) -> object:
     # YAML 1.1 readers turn an unquoted `no` into False; accept it as the policy it meant.
     return "no" if value is False else value
@@ -188,6 +213,10 @@ class ServiceSpec(DocumentModel):
     healthcheck: HealthCheck | None = None
     restart: Annotated[Literal["always", "on-failure", "no"] | None, BeforeValidator(_restart)] = None
     oneshot: bool = False
+    stop_signal: Annotated[str, BeforeValidator(_stop_signal)] = "SIGTERM"
+    stop_grace_period: Annotated[Duration, AfterValidator(_grace_period)] = 10.0
+    update_order: UpdateOrder = "stop-first"
+    stop_after_dependents: bool = False
 
     @field_validator("image")
     @classmethod
@@ -212,6 +241,12 @@ class ServiceSpec(DocumentModel):
             raise ValueError('a oneshot service cannot use restart: always (use "no" or on-failure)')
         if self.oneshot and self.healthcheck is not None:
             raise ValueError("a oneshot service has no healthcheck: it succeeds by exiting 0")
+        if self.update_order == "start-first" and self.oneshot:
+            raise ValueError("update_order: start-first needs a long-running service; a oneshot runs once, "
+                             "in dependency order")
+        if self.update_order == "start-first" and self.network_mode == "host":
+            raise ValueError("update_order: start-first cannot work with network_mode: host (the old and the new "
+                             "container would both listen on the host's ports); use stop-first")
         targets = [str(normal_path(v.target)) for v in self.volumes]
         for target in targets:
             if targets.count(target) > 1:

@@ -105,7 +105,7 @@ def set_flag(settings: Settings, engine: Engine, name: str, action: str, *, even
             stopped.add(name)  # written before the container stops, so no supervisor restarts it
             servicestate.write_services(settings.root, state.model_copy(update={"stopped": sorted(stopped)}))
             if current is not None:
-                engine.stop(current.id)
+                engine.stop(current.id, current.stop_timeout)
             return f"{name} is stopped; the supervisor leaves it alone until osctl service start {name}"
         else:  # start, restart
             if name in disabled:
@@ -113,7 +113,7 @@ def set_flag(settings: Settings, engine: Engine, name: str, action: str, *, even
             stopped.discard(name)
             servicestate.write_services(settings.root, state.model_copy(update={"stopped": sorted(stopped)}))
             if action == "restart" and current is not None and current.running:
-                engine.stop(current.id)
+                engine.stop(current.id, current.stop_timeout)
             state = servicestate.read_services(settings.root)
             # Starting one service must not start others the operator left down: only what it
             # depends on may come along (it must run for this one to start).

@@ -28,9 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from osctl.adapters.engine import Engine
+from osctl.adapters.engine import Engine, EventStream
 from osctl.constants import CONFIG_FILE, LABEL_ROLE, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_VERSION, ROLE_SERVICE
 from osctl.domain import binds, servicegraph
 from osctl.domain.containerspec import container_spec
@@ -46,7 +46,6 @@ from osctl.models.journal import Stop
 from osctl.models.manifest import ReleaseManifest
 
 HEALTH_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
 STOP_MARGIN = 2.0  # seconds the engine may take beyond a stop's timeout to kill and reap
 
 Skip = dict[str, SkipReason]  # services not to start, and why
@@ -204,6 +203,100 @@ def plan(sset: ServiceSet, observed: dict[str, ContainerState]) -> dict[str, Act
     return actions
 
 
+class _Watch:
+    """The engine's events for one set's containers, so a wait ends the moment its container
+    dies or turns healthy instead of at the next poll.
+
+    One event stream (a connection of its own) per ``up``, opened before any container starts
+    so no event is missed. When the engine cannot give one, ``alive`` is False and the waits
+    fall back to asking ``inspect``.
+    """
+
+    def __init__(self, engine: Engine, labels: dict[str, str]) -> None:
+        self._lock = threading.Lock()
+        self._changed: dict[str, threading.Event] = {}
+        self._exit: dict[str, int] = {}  # container -> exit code of its last die, until it starts again
+        self._gone: set[str] = set()
+        self._healthy: set[str] = set()
+        try:
+            self._stream: EventStream | None = engine.events(labels)
+        except OsctlError:
+            self._stream = None
+        self.alive = self._stream is not None
+        if self._stream is not None:
+            threading.Thread(target=self._pump, args=(self._stream,), daemon=True, name="up-events").start()
+
+    def _pump(self, stream: EventStream) -> None:
+        try:
+            for event in stream:
+                self._seen(event)
+        except OsctlError:
+            pass
+        finally:
+            with self._lock:
+                self.alive = False
+                changed = list(self._changed.values())
+            for flag in changed:
+                flag.set()  # a waiter asks inspect from now on
+
+    def _seen(self, event: dict[str, Any]) -> None:
+        action, container = str(event.get("action", "")), str(event.get("id", ""))
+        with self._lock:
+            if action == "start":
+                self._exit.pop(container, None)
+                self._healthy.discard(container)
+            elif action == "die":
+                self._exit[container] = _exit_code(event.get("labels", {}).get("exitCode"))
+                self._healthy.discard(container)
+            elif action == "destroy":
+                self._gone.add(container)
+            elif action == "health_status: healthy":
+                self._healthy.add(container)
+            elif action.startswith("health_status"):
+                self._healthy.discard(container)
+            else:
+                return
+            flag = self._changed.get(container)
+        if flag is not None:
+            flag.set()
+
+    def why_not_running(self, container: str) -> str | None:
+        """Why the container is not running any more, from its events; None while it runs."""
+        with self._lock:
+            if container in self._gone:
+                return "the container disappeared"
+            if container in self._exit:
+                return f"stopped (exit code {self._exit[container]}) before becoming healthy"
+        return None
+
+    def healthy(self, container: str) -> bool:
+        """The engine's own probe passed last (its interval may beat osctl's probe)."""
+        with self._lock:
+            return container in self._healthy
+
+    def pause(self, container: str, seconds: float, abandoned: threading.Event) -> None:
+        """Sleep up to ``seconds``, waking at once when the container has an event or the
+        set is abandoned."""
+        with self._lock:
+            flag = self._changed.setdefault(container, threading.Event())
+        end = time.monotonic() + seconds
+        while not abandoned.is_set() and (left := end - time.monotonic()) > 0:
+            if flag.wait(min(left, 0.05)):
+                flag.clear()
+                return
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+
+def _exit_code(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return -1
+
+
 class _Progress:
     """Per-service readiness that dependents wait on, and the set's abandonment.
 
@@ -242,30 +335,38 @@ class _Progress:
 
 
 def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Events = ignore,
-       wait_healthy: bool = True, timeout: float = HEALTH_TIMEOUT, guard: Guard | None = None) -> list[ServiceOutcome]:
+       wait_healthy: bool = True, timeout: float = HEALTH_TIMEOUT, guard: Guard | None = None,
+       only: list[str] | None = None) -> list[ServiceOutcome]:
     """Bring the set up; raise ``ServicesFailed`` (after trying everything) if any failed.
 
     ``skip`` names services not to start (disabled, stopped by the operator) with the reason;
     a skipped service that already runs is left running: stopping it is the operator's call.
     ``guard``: for a caller that does not hold the host lock meanwhile (see the module's words).
+    ``only``: bring up just these services (they must depend on nothing else, as a swap's
+    start-first services do), leaving the others, and strays, as they are.
     """
     skip = skip or {}
     names = servicegraph.start_order(sset.manifest.services)
+    if only is not None:
+        names = [name for name in names if name in only]
     observed = observe(engine, sset.host_id, sset.version)
     actions = plan(sset, observed)
     for name, action in actions.items():
-        if action is Action.REMOVE:
+        if action is Action.REMOVE and only is None:
             stray = observed.pop(name)
             with contextlib.suppress(Superseded), _changing(engine, sset, guard, name, stray.id, {}):
-                engine.stop_and_remove(stray.id, STOP_TIMEOUT, host_id=sset.host_id)
+                engine.stop_and_remove(stray.id, stray.stop_timeout, host_id=sset.host_id)
     progress = _Progress(names)
     deadline = time.monotonic() + timeout
     needs_health = {dep for n in names for dep, cond in sset.depends_on(n).items() if cond == "service_healthy"}
+    waits = any(sset.manifest.services[n].healthcheck is not None and (wait_healthy or n in needs_health)
+                and n not in skip for n in names)
+    watch = _Watch(engine, _set_labels(sset.host_id, sset.version)) if waits else None
 
     def bring(name: str) -> ServiceOutcome:
         try:
             outcome = _bring_one(engine, sset, name, actions[name], observed.get(name), progress, skip, deadline,
-                                 wait_healthy or name in needs_health, guard)
+                                 wait_healthy or name in needs_health, guard, watch)
         except Superseded as exc:
             outcome = ServiceOutcome(name, ServiceResult.SKIPPED, exc.detail, exc.reason)
         except OsctlError as exc:
@@ -277,12 +378,16 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
         events(outcome)
         return outcome
 
-    with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="up") as pool:
-        try:
-            outcomes = list(pool.map(bring, names))
-        except BaseException:  # the pool's exit waits for every worker: make them end first
-            progress.abandon()
-            raise
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="up") as pool:
+            try:
+                outcomes = list(pool.map(bring, names))
+            except BaseException:  # the pool's exit waits for every worker: make them end first
+                progress.abandon()
+                raise
+    finally:
+        if watch is not None:
+            watch.close()
     if not all(o.ok for o in outcomes):
         raise ServicesFailed(outcomes)
     return outcomes
@@ -290,7 +395,7 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
 
 def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, current: ContainerState | None,
                progress: _Progress, skip: Skip, deadline: float, wait_health: bool,
-               guard: Guard | None) -> ServiceOutcome:
+               guard: Guard | None, watch: _Watch | None) -> ServiceOutcome:
     for dep, condition in sset.depends_on(name).items():
         why = progress.wait(dep, condition, deadline)
         if why is not None:
@@ -326,7 +431,7 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, curr
         progress.completed[name].set()
         return ServiceOutcome(name, ServiceResult.COMPLETED, f"{result}, exited 0")
     if service.healthcheck is not None and wait_health:
-        why = wait_until_healthy(engine, container_id, spec, deadline, progress.abandoned)
+        why = wait_until_healthy(engine, container_id, spec, deadline, progress.abandoned, watch)
         if why is not None:
             return ServiceOutcome(name, ServiceResult.FAILED, why, logs=engine.last_lines(container_id))
         progress.healthy[name].set()
@@ -340,7 +445,7 @@ def _make_running(engine: Engine, sset: ServiceSet, name: str, action: Action,
     """(Re)create the service's container if it must be, and start it if it does not run."""
     result = ServiceResult.UNCHANGED
     if action is Action.RECREATE and current is not None:
-        engine.stop_and_remove(current.id, STOP_TIMEOUT, host_id=sset.host_id)
+        engine.stop_and_remove(current.id, current.stop_timeout, host_id=sset.host_id)
         current, result = None, ServiceResult.RECREATED
     if current is None:
         container_id = create_container(engine, sset, name)
@@ -396,68 +501,103 @@ def _wait_exit(engine: Engine, container_id: str, deadline: float, abandoned: th
 
 
 def wait_until_healthy(engine: Engine, container_id: str, spec: ContainerSpec, deadline: float,
-                       abandoned: threading.Event | None = None) -> str | None:
+                       abandoned: threading.Event | None = None, watch: _Watch | None = None) -> str | None:
     """Run the service's own probe until it passes; None when healthy, else why not.
 
-    Polling the probe directly, a few times a second, notices health as soon as it is there
-    instead of at the engine's next interval. ``abandoned`` ends the wait early.
+    Probing directly notices health as soon as it is there instead of at the engine's next
+    interval: at once, then after pauses that grow from 50 ms to 250 ms (a service that is up
+    in a moment qualifies in a moment; one that takes seconds is not probed 20 times a
+    second). With the set's ``watch`` a pause ends at the container's next event, so a death
+    (or the engine's own probe passing first) is known at once, without polling ``inspect``.
+    ``abandoned`` ends the wait early.
     """
     probe = spec.probe
     assert probe is not None
     abandoned = abandoned or threading.Event()
-    pause = min(0.25, probe.interval)
+    pause = 0.05
     while True:
-        if engine.run_probe(container_id, probe.test, probe.timeout):
+        if (watch is not None and watch.healthy(container_id)) or engine.run_probe(container_id, probe.test,
+                                                                                    probe.timeout):
             return None
-        state = engine.inspect(container_id)
-        if state is None:
-            return "the container disappeared"
-        if not state.running:
-            return f"stopped (exit code {state.exit_code}) before becoming healthy"
+        if watch is not None and watch.alive:
+            why = watch.why_not_running(container_id)
+            if why is not None:
+                return why
+        else:
+            state = engine.inspect(container_id)
+            if state is None:
+                return "the container disappeared"
+            if not state.running:
+                return f"stopped (exit code {state.exit_code}) before becoming healthy"
         if time.monotonic() + pause > deadline:
             return "did not become healthy in time"
-        if abandoned.wait(pause):
+        if watch is not None and watch.alive:
+            watch.pause(container_id, pause, abandoned)
+        else:
+            abandoned.wait(pause)
+        if abandoned.is_set():
             return "the wait was abandoned"
+        pause = min(0.25, pause * 2, probe.interval)
 
 
 def down(engine: Engine, host_id: str, version: str | None, *, manifest: ReleaseManifest | None = None,
          remove: bool = True, events: Events = ignore,
          before_stops: Callable[[list[Stop]], None] | None = None) -> list[str]:
-    """Stop (and remove) a set's containers, dependents first; named volumes always stay.
+    """Stop (and remove) a set's containers; named volumes always stay.
 
-    With the manifest, the set stops level by level (a service's dependents before it, each
-    level in parallel); without it (a version no longer stored), all at once.
+    Every container gets its stop at the same moment, so stopping a set costs its slowest
+    stop, not one slow stop per dependency level: nothing in a new set, nor in a stopped one,
+    needs the old services to go in order. The exception is a service whose manifest says
+    ``stop_after_dependents``: it is stopped as soon as the services depending on it have
+    stopped (which needs the manifest; without it, e.g. a version no longer stored, all go at
+    once). Each container is stopped with its own timeout, its service's ``stop_grace_period``.
     ``before_stops`` is told each batch of running containers before their stops are issued
     (a transaction journals them: see ``finish_stops``).
     """
     if version is None:  # every version's containers of this host
-        groups = [[(key.service, state) for key, state in observe_host(engine, host_id).items()]]
+        items = [(key.service, state) for key, state in observe_host(engine, host_id).items()]
     else:
-        observed = observe(engine, host_id, version)
-        order = [list(observed)]
-        if manifest is not None:
-            order = [[n for n in observed if n not in manifest.services],
-                     *([n for n in level if n in observed] for level in reversed(servicegraph.levels(manifest.services)))]
-        groups = [[(name, observed[name]) for name in names] for names in order]
-    done: list[str] = []
+        items = list(observe(engine, host_id, version).items())
+    waits = servicegraph.stop_waits(manifest.services) if manifest is not None and version is not None else {}
+    return _stop_all(engine, host_id, items, waits, remove=remove, events=events, before_stops=before_stops)
+
+
+def _stop_all(engine: Engine, host_id: str, items: list[tuple[str, ContainerState]], waits: dict[str, set[str]], *,
+              remove: bool, events: Events, before_stops: Callable[[list[Stop]], None] | None) -> list[str]:
+    """Stop every container of ``items`` in parallel; one named in ``waits`` only once the
+    stops of the services it lists (those present) have finished, failed or not."""
+    present = {name for name, _ in items}
+    finished = {name: threading.Event() for name in present}
+    blocked = {name: waits.get(name, set()) & present for name in present}
+    journal_lock = threading.Lock()
+
+    def journal(group: list[tuple[str, ContainerState]]) -> None:
+        stops = [Stop(container=state.id, service=name, timeout=state.stop_timeout) for name, state in group
+                 if state.running]
+        if before_stops is not None and stops:
+            with journal_lock:
+                before_stops(stops)
 
     def stop_one(item: tuple[str, ContainerState]) -> str:
-        name, container = item
-        if remove:
-            engine.stop_and_remove(container.id, STOP_TIMEOUT, host_id=host_id)
-        else:
-            engine.stop(container.id, STOP_TIMEOUT)
+        name, state = item
+        try:
+            if blocked[name]:
+                for other in blocked[name]:
+                    finished[other].wait()
+                journal([item])
+            if remove:
+                engine.stop_and_remove(state.id, state.stop_timeout, host_id=host_id)
+            else:
+                engine.stop(state.id, state.stop_timeout)
+        finally:
+            finished[name].set()
         events(ServiceOutcome(name, ServiceResult.REMOVED if remove else ServiceResult.STOPPED))
         return name
 
-    for group in groups:
-        stops = [Stop(container=state.id, service=name, timeout=STOP_TIMEOUT)
-                 for name, state in group if state.running]
-        if before_stops is not None and stops:
-            before_stops(stops)
-        with ThreadPoolExecutor(max_workers=max(1, len(group)), thread_name_prefix="down") as pool:
-            done.extend(pool.map(stop_one, group))
-    return done
+    journal([item for item in items if not blocked[item[0]]])
+    with ThreadPoolExecutor(max_workers=max(1, len(items)), thread_name_prefix="down") as pool:
+        futures = [pool.submit(stop_one, item) for item in items]
+        return [future.result() for future in futures]
 
 
 def finish_stops(engine: Engine, stops: list[Stop]) -> None:

@@ -429,7 +429,7 @@ class Supervisor:
         try:
             if current.running:
                 self._expected[current.id] = True
-                engine.stop(current.id, serviceset.STOP_TIMEOUT)  # unhealthy: a clean restart
+                engine.stop(current.id, current.stop_timeout)  # unhealthy: a clean restart
             serviceset.start_container(engine, sset, name, current.id)
         except OsctlError as exc:
             self._failure(name, exc.message)

@@ -2,9 +2,10 @@
 
 resolve -> pull -> verify -> stage -> prepare -> swap -> health -> commit -> cleanup, each step
 journaled before it starts. Everything that can be done before the first old service stops is
-done before it (pull, verify, stage, creating the new containers), so the downtime is the
-swap itself: the old set stops (dependents first, in parallel within a level) and the new one
-starts in dependency order, gated on osctl's own probes. Before commit any failure rolls back
+done before it (pull, verify, stage, creating the new containers, starting the new set's
+start-first services beside the old ones), so the downtime is the swap itself: the old set
+stops, every container at once, and the new one starts in dependency order, each service the
+moment what it depends on qualifies, gated on osctl's own probes. Before commit any failure rolls back
 by itself: the new containers go, the old set runs again, the boot pointer is untouched.
 Commit is the boot pointer's atomic rename; after it, a crash rolls forward.
 """
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from osctl.adapters.engine import Engine
 from osctl.adapters.locking import check_unlocked, host_lock
 from osctl.adapters.registry import Registry
-from osctl.domain import bootloader, bootpointer, servicestate
+from osctl.domain import bootloader, bootpointer, servicegraph, servicestate
 from osctl.domain.current import make_current, prepare_boot
 from osctl.domain.imagefacts import ImageFacts
 from osctl.domain.journal import Journal, crash_point
@@ -247,6 +248,8 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
     old_manifest = serviceset.stored_manifest(settings.host_id, settings.root, plan.from_version)
 
     txn = journal.step(txn, "swap")
+    if plan.from_version:
+        _hand_over(engine, new, skip, health_timeout, events)
     swap_started = time.monotonic()
     events(StepEvent(Step.SWAP, f"stopping {plan.from_version or 'nothing'}, starting {plan.to_version}"))
     if plan.from_version:
@@ -294,18 +297,36 @@ def _drop_new_volumes(settings: Settings, engine: Engine, version: str, before: 
             engine.remove_volume(name, host_id=settings.host_id)
 
 
+def _hand_over(engine: Engine, new: serviceset.ServiceSet, skip: Skip, health_timeout: float,
+               events: Events) -> None:
+    """Start the new set's start-first services, and wait for their health, while the old set
+    still runs: when the old set stops, each of them already has its replacement serving, so
+    its downtime is nothing. They depend only on one another (``servicegraph.check``). A
+    failure here rolls back like any other, with the old set never stopped."""
+    first = servicegraph.start_first(new.manifest.services)
+    if not first:
+        return
+    events(StepEvent(Step.SWAP, f"starting {', '.join(first)} of {new.version} beside the running set (start-first)"))
+    serviceset.up(engine, new, skip=skip, wait_healthy=True, timeout=health_timeout, events=events, only=first)
+    crash_point("swap:handover")
+
+
 def _stop_old_set(settings: Settings, engine: Engine, journal: Journal, txn: Transaction,
                   manifest: ReleaseManifest | None) -> Transaction:
-    """Stop the running set for the swap, journaling each batch of stops before it is issued."""
+    """Stop the running set for the swap (all at once: ``serviceset.down``), journaling each
+    batch of stops before it is issued."""
     journaled = txn
 
     def record(stops: list[Stop]) -> None:
         nonlocal journaled
         journaled = journal.stopping(journaled, stops)
 
+    def stopped(event: object) -> None:
+        crash_point("swap:stopping")  # the first stop is done; others may still be under way
+
     assert txn.from_version is not None
     serviceset.down(engine, settings.host_id, txn.from_version, manifest=manifest, remove=False,
-                    before_stops=record)
+                    before_stops=record, events=stopped)
     return journal.stopping(journaled, []) if journaled.stopping else journaled
 
 
@@ -315,7 +336,7 @@ def prepare(engine: Engine, sset: serviceset.ServiceSet, skip: Skip) -> None:
     for name in sset.specs:
         current = observed.get(name)
         if current is not None:  # from an earlier, failed attempt: start clean
-            engine.stop_and_remove(current.id, serviceset.STOP_TIMEOUT, host_id=sset.host_id)
+            engine.stop_and_remove(current.id, current.stop_timeout, host_id=sset.host_id)
         if name not in skip:
             # One that cannot be created (a bind leading outside the root) is left to ``up``,
             # which fails that service, by name, with the reason.

@@ -28,7 +28,7 @@ from typing import Any
 
 from osctl.constants import LABEL_SERVICE
 from osctl.domain.store import Store
-from osctl.errors import EngineError, NotFoundError
+from osctl.errors import EngineError, EngineUnavailable, NotFoundError
 from osctl.models.engine import ContainerInfo, ContainerSpec, ContainerState, ImageInfo, VolumeInfo
 from osctl.models.store import StoreRecord
 
@@ -175,6 +175,11 @@ class FakeEngine:
             c = self.by_id.get(container_id)
             if c is not None and c.status == "running":
                 self._exit(c, 0)
+
+    def events(self, labels: dict[str, str]) -> Any:
+        """No event stream: waits for health fall back to asking ``inspect``, as against an
+        engine that cannot give one."""
+        raise EngineUnavailable("the fake engine has no event stream")
 
     def volumes(self, labels: dict[str, str]) -> list[VolumeInfo]:
         """No volumes: the fake keeps none (a spec's named volumes are not created here)."""

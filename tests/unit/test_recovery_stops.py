@@ -21,7 +21,8 @@ from osctl.operations import transaction
 from osctl.operations.boot import boot
 from tests.support.fake_engine import FakeEngine, store_version
 
-# app depends on worker: a swap stops app first, then worker (and starts them the other way).
+# app depends on worker: a swap starts worker first, and stops both at once (unless worker asks
+# to outlive its dependents: ``{worker_stop}``).
 MANIFEST = """\
 version: {version}
 services:
@@ -29,6 +30,7 @@ services:
   worker:
     command: [/bin/worker, "{version}"]
     depends_on: {{setup: {{condition: service_completed_successfully}}}}
+    stop_after_dependents: {worker_stop}
   app: {{command: [/bin/app], depends_on: [worker]}}
 boot: {{kernel: /boot/vmlinuz}}
 """
@@ -45,10 +47,15 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def engine(settings: Settings) -> FakeEngine:
+    return engine_for(settings, worker_stop=False)
+
+
+def engine_for(settings: Settings, *, worker_stop: bool) -> FakeEngine:
     engine = FakeEngine()
     engine.exits_when_started("setup")
     for version in ("v1.0", "v2.0"):
-        engine.holds_images_of(store_version(settings.root, MANIFEST.format(version=version)))
+        text = MANIFEST.format(version=version, worker_stop="true" if worker_stop else "false")
+        engine.holds_images_of(store_version(settings.root, text))
     return engine
 
 
@@ -65,23 +72,39 @@ def running(engine: FakeEngine) -> set[tuple[str, str]]:
     return {service_of(engine, c.id) for c in engine.by_id.values() if c.status == "running"}
 
 
-def test_a_swap_journals_each_batch_of_stops_before_issuing_it(settings: Settings, engine: FakeEngine) -> None:
-    install(settings, engine, "v1.0")
+def journal_seen_at_each_stop(settings: Settings, engine: FakeEngine) -> list[tuple[str, list[str]]]:
+    """(service whose stop is issued, services the journal said were stopping then), for a swap;
+    fails the test if a stop is issued before the journal holds it."""
     journal = Journal(settings.root)
-    seen: list[tuple[str, list[str]]] = []  # (service stopped, services the journal said were stopping then)
+    seen: list[tuple[str, list[str]]] = []
 
     def check(container_id: str) -> None:
         state = engine.inspect(container_id)
         txn = journal.current()
         if state is not None and state.running and txn is not None:
-            seen.append((service_of(engine, container_id)[0], [s.service for s in txn.stopping]))
+            seen.append((service_of(engine, container_id)[0], sorted(s.service for s in txn.stopping)))
             assert container_id in {s.container for s in txn.stopping}, "a stop issued before it was journaled"
 
     engine.before_stop = check
+    return seen
+
+
+def test_a_swap_journals_every_stop_and_then_issues_them_all_at_once(settings: Settings, engine: FakeEngine) -> None:
+    install(settings, engine, "v1.0")
+    seen = journal_seen_at_each_stop(settings, engine)
     install(settings, engine, "v2.0")
-    assert seen == [("app", ["app"]), ("worker", ["worker"])], "one record per level, dependents first"
-    last = journal.file.read()
+    assert sorted(seen) == [("app", ["app", "worker"]), ("worker", ["app", "worker"])], "one record, both stops"
+    last = Journal(settings.root).file.read()
     assert last is not None and last.result == "committed" and last.stopping == []
+    assert running(engine) == {("worker", "v2.0"), ("app", "v2.0")}
+
+
+def test_a_service_that_outlives_its_dependents_is_journaled_and_stopped_after_them(settings: Settings) -> None:
+    engine = engine_for(settings, worker_stop=True)
+    install(settings, engine, "v1.0")
+    seen = journal_seen_at_each_stop(settings, engine)
+    install(settings, engine, "v2.0")
+    assert seen == [("app", ["app"]), ("worker", ["worker"])], "app's stop first, worker's once app is down"
     assert running(engine) == {("worker", "v2.0"), ("app", "v2.0")}
 
 
@@ -106,7 +129,7 @@ def test_boot_after_a_death_inside_a_slow_stop_brings_the_whole_set_back(setting
         install(settings, engine, "v2.0")
     engine.before_stop = lambda container_id: None
     txn = Journal(settings.root).current()
-    assert txn is not None and [s.service for s in txn.stopping] == ["worker"]
+    assert txn is not None and sorted(s.service for s in txn.stopping) == ["app", "worker"]
     assert ("worker", "v1.0") in running(engine), "the engine still shows worker running: its stop is in flight"
 
     result = boot(settings, engine)  # type: ignore[arg-type]
