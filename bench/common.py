@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(os.environ.get("OSCTL_VENV", REPO / ".venv")) / "bin"
+# The project's virtualenv; a git worktree of the repository has none of its own, and then the
+# one running this script is used (e.g. /work/main/.venv/bin/python bench/swap.py).
+VENV_BIN = Path(os.environ.get("OSCTL_VENV", REPO / ".venv" if (REPO / ".venv").exists() else sys.prefix)) / "bin"
+# The osctl measured is this checkout's: the venv's editable install may point at another one
+# (a worktree's bench would otherwise measure the main checkout's code). PYTHONPATH reaches every
+# osctl command the benches start, since their environments are copies of this one.
+if os.pathsep.join(os.environ.get("PYTHONPATH", "").split(os.pathsep)[:1]) != str(REPO):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 OSCTL = [str(VENV_BIN / "osctl")]
 DOCKER = ["/usr/bin/docker"]  # Debian's client, matching the engine (not a newer one on PATH)
 REGISTRY = os.environ.get("OSCTL_REGISTRY", "127.0.0.1:5000")
