@@ -44,6 +44,7 @@ from osctl.models.engine import ContainerInfo, ContainerSpec, ContainerState
 from osctl.models.events import Events, ServiceOutcome, ServiceResult, SkipReason, ignore
 from osctl.models.journal import Stop
 from osctl.models.manifest import ReleaseManifest
+from osctl.models.store import StoreRecord
 
 HEALTH_TIMEOUT = 60.0
 STOP_MARGIN = 2.0  # seconds the engine may take beyond a stop's timeout to kill and reap
@@ -101,12 +102,41 @@ class ServicesFailed(ServiceFailed):
         super().__init__(failed[0].service, failed[0].detail, failed[0].logs, others=len(failed) - 1)
 
 
+_LOADED: dict[tuple[object, ...], ServiceSet] = {}  # this process's service sets, by what they were made of
+_LOADED_MAX = 16
+
+
 def load_service_set(host_id: str, root: Path, version: str) -> ServiceSet:
-    """The service set of a stored version, from the manifest the store kept."""
+    """The service set of a stored version, from the manifest the store kept.
+
+    A transaction asks for the same sets several times (to plan, to verify, to swap, to roll
+    back); each is parsed and validated once per process, and again whenever its store record,
+    its manifest or the host's settings file is no longer the file it was made from.
+    """
     record = Store(root).get(version)
     if record is None:
         raise NotFoundError(f"{version} is not stored on this host", hint=f"osctl pull {version}")
     path = Store(root).version_dir(version) / "release.yaml"
+    key = (host_id, str(root), version, record.model_dump_json(), _file_key(path), _file_key(root / CONFIG_FILE))
+    if (known := _LOADED.get(key)) is not None:
+        return known
+    sset = _load_service_set(host_id, root, version, record, path)
+    if len(_LOADED) >= _LOADED_MAX:
+        _LOADED.clear()
+    _LOADED[key] = sset
+    return sset
+
+
+def _file_key(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells one version of a file from another without reading it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _load_service_set(host_id: str, root: Path, version: str, record: StoreRecord, path: Path) -> ServiceSet:
     # Binds were checked when the version was stored; one stored before today's bind rules is
     # still loaded (``unsafe`` refuses to start what breaks them), so the host stays manageable.
     manifest = parse_manifest(path.read_bytes(), str(path), expected_version=version, check_binds=False)
@@ -338,7 +368,7 @@ class _Progress:
 
 def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Events = ignore,
        wait_healthy: bool = True, timeout: float = HEALTH_TIMEOUT, guard: Guard | None = None,
-       only: list[str] | None = None) -> list[ServiceOutcome]:
+       only: list[str] | None = None, after: dict[str, threading.Event] | None = None) -> list[ServiceOutcome]:
     """Bring the set up; raise ``ServicesFailed`` (after trying everything) if any failed.
 
     ``skip`` names services not to start (disabled, stopped by the operator) with the reason;
@@ -346,6 +376,8 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
     ``guard``: for a caller that does not hold the host lock meanwhile (see the module's words).
     ``only``: bring up just these services (they must depend on nothing else, as a swap's
     start-first services do), leaving the others, and strays, as they are.
+    ``after``: a service named here is started only once its event is set (a swap sets it when
+    the service's old container has stopped), besides waiting for what it depends on.
     """
     skip = skip or {}
     names = servicegraph.start_order(sset.manifest.services)
@@ -368,7 +400,7 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
     def bring(name: str) -> ServiceOutcome:
         try:
             outcome = _bring_one(engine, sset, name, actions[name], observed.get(name), progress, skip, deadline,
-                                 wait_healthy or name in needs_health, guard, watch)
+                                 wait_healthy or name in needs_health, guard, watch, (after or {}).get(name))
         except Superseded as exc:
             outcome = ServiceOutcome(name, ServiceResult.SKIPPED, exc.detail, exc.reason)
         except OsctlError as exc:
@@ -397,7 +429,7 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
 
 def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, current: ContainerState | None,
                progress: _Progress, skip: Skip, deadline: float, wait_health: bool,
-               guard: Guard | None, watch: _Watch | None) -> ServiceOutcome:
+               guard: Guard | None, watch: _Watch | None, gate: threading.Event | None) -> ServiceOutcome:
     for dep, condition in sset.depends_on(name).items():
         why = progress.wait(dep, condition, deadline)
         if why is not None:
@@ -412,6 +444,11 @@ def _bring_one(engine: Engine, sset: ServiceSet, name: str, action: Action, curr
         progress.started[name].set()
         progress.completed[name].set()
         return ServiceOutcome(name, ServiceResult.COMPLETED, "already completed")
+    if gate is not None and not (action is Action.KEEP and current is not None and current.running):
+        while not gate.wait(0.05):  # the old container's stop ends (the engine kills at its grace period)
+            if progress.abandoned.is_set():
+                return ServiceOutcome(name, ServiceResult.SKIPPED, "not started: the set was abandoned",
+                                      SkipReason.DEPENDENCY)
     waited = {dep: (progress.containers[dep], condition) for dep, condition in sset.depends_on(name).items()
               if dep in progress.containers}
     if action is Action.KEEP and current is not None and current.running:
@@ -542,9 +579,39 @@ def wait_until_healthy(engine: Engine, container_id: str, spec: ContainerSpec, d
         pause = min(0.25, pause * 2, probe.interval)
 
 
+def wait_engine_healthy(engine: Engine, sset: ServiceSet, names: list[str], timeout: float) -> None:
+    """Wait until the engine itself reports each of ``names`` that has a healthcheck healthy;
+    ``ServiceFailed`` for the first that stops, turns unhealthy or is not healthy in time.
+
+    osctl's own probe passes first (it does not wait out the interval), but what other tools
+    see (``docker ps``, a load balancer asking the engine) is the engine's status: a swap hands
+    a start-first service over only once both agree, outside the downtime.
+    """
+    pending = [name for name in names if sset.manifest.services[name].healthcheck is not None]
+    deadline = time.monotonic() + timeout
+    while pending:
+        observed = observe(engine, sset.host_id, sset.version)
+        for name in list(pending):
+            state = observed.get(name)
+            if state is None or not state.running:
+                code = f" (exit code {state.exit_code})" if state is not None else ""
+                raise ServiceFailed(name, f"stopped{code} before the engine found it healthy",
+                                    engine.last_lines(state.id) if state is not None else [])
+            if state.health == "unhealthy":
+                raise ServiceFailed(name, "the engine's own probe found it unhealthy", engine.last_lines(state.id))
+            if state.health == "healthy":
+                pending.remove(name)
+        if pending and time.monotonic() >= deadline:
+            raise ServiceFailed(pending[0], "the engine did not find it healthy in time", [])
+        if pending:
+            time.sleep(0.1)
+
+
 def down(engine: Engine, host_id: str, version: str | None, *, manifest: ReleaseManifest | None = None,
          remove: bool = True, events: Events = ignore,
-         before_stops: Callable[[list[Stop]], None] | None = None) -> list[str]:
+         before_stops: Callable[[list[Stop]], None] | None = None,
+         observed: dict[str, ContainerState] | None = None,
+         stopped: Callable[[str], None] | None = None) -> list[str]:
     """Stop (and remove) a set's containers; named volumes always stay.
 
     Every container gets its stop at the same moment, so stopping a set costs its slowest
@@ -554,18 +621,22 @@ def down(engine: Engine, host_id: str, version: str | None, *, manifest: Release
     stopped (which needs the manifest; without it, e.g. a version no longer stored, all go at
     once). Each container is stopped with its own timeout, its service's ``stop_grace_period``.
     ``before_stops`` is told each batch of running containers before their stops are issued
-    (a transaction journals them: see ``finish_stops``).
+    (a transaction journals them: see ``finish_stops``). ``observed``: the version's containers
+    as the caller just saw them (else they are listed here). ``stopped`` is told each service
+    whose stop is over, done or failed.
     """
     if version is None:  # every version's containers of this host
         items = [(key.service, state) for key, state in observe_host(engine, host_id).items()]
     else:
-        items = list(observe(engine, host_id, version).items())
+        items = list((observed if observed is not None else observe(engine, host_id, version)).items())
     waits = servicegraph.stop_waits(manifest.services) if manifest is not None and version is not None else {}
-    return _stop_all(engine, host_id, items, waits, remove=remove, events=events, before_stops=before_stops)
+    return _stop_all(engine, host_id, items, waits, remove=remove, events=events, before_stops=before_stops,
+                     stopped=stopped)
 
 
 def _stop_all(engine: Engine, host_id: str, items: list[tuple[str, ContainerState]], waits: dict[str, set[str]], *,
-              remove: bool, events: Events, before_stops: Callable[[list[Stop]], None] | None) -> list[str]:
+              remove: bool, events: Events, before_stops: Callable[[list[Stop]], None] | None,
+              stopped: Callable[[str], None] | None = None) -> list[str]:
     """Stop every container of ``items`` in parallel; one named in ``waits`` only once the
     stops of the services it lists (those present) have finished, failed or not."""
     present = {name for name, _ in items}
@@ -593,6 +664,8 @@ def _stop_all(engine: Engine, host_id: str, items: list[tuple[str, ContainerStat
                 engine.stop(state.id, state.stop_timeout)
         finally:
             finished[name].set()
+            if stopped is not None:
+                stopped(name)
         events(ServiceOutcome(name, ServiceResult.REMOVED if remove else ServiceResult.STOPPED))
         return name
 

@@ -4,8 +4,8 @@ resolve -> pull -> verify -> stage -> prepare -> swap -> health -> commit -> cle
 journaled before it starts. Everything that can be done before the first old service stops is
 done before it (pull, verify, stage, creating the new containers, starting the new set's
 start-first services beside the old ones), so the downtime is the swap itself: the old set
-stops, every container at once, and the new one starts in dependency order, each service the
-moment what it depends on qualifies, gated on osctl's own probes. Before commit any failure rolls back
+stops, every container at once, while the new one starts in dependency order, each service the
+moment its own old container is gone and what it depends on qualifies (osctl's own probes). Before commit any failure rolls back
 by itself: the new containers go, the old set runs again, the boot pointer is untouched.
 Commit is the boot pointer's atomic rename; after it, a crash rolls forward.
 """
@@ -13,6 +13,7 @@ Commit is the boot pointer's atomic rename; after it, a crash rolls forward.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -28,7 +29,7 @@ from osctl.domain.naming import host_labels
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import OsctlError, ServiceFailed, StateError, TrustError, UsageError
-from osctl.models.engine import ContainerSpec
+from osctl.models.engine import ContainerSpec, ContainerState
 from osctl.models.events import Events, SkipReason, Step, StepEvent, ignore
 from osctl.models.journal import Kind, Stop, Transaction
 from osctl.models.manifest import ReleaseManifest
@@ -249,14 +250,13 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
     old_manifest = serviceset.stored_manifest(settings.host_id, settings.root, plan.from_version)
 
     txn = journal.step(txn, "swap")
+    old_set: dict[str, ContainerState] = {}
     if plan.from_version:
         _hand_over(engine, new, skip, health_timeout, events)
+        old_set = serviceset.observe(engine, settings.host_id, plan.from_version)
     swap_started = time.monotonic()
     events(StepEvent(Step.SWAP, f"stopping {plan.from_version or 'nothing'}, starting {plan.to_version}"))
-    if plan.from_version:
-        txn = _stop_old_set(settings, engine, journal, txn, old_manifest)
-    crash_point("swap:old-stopped")
-    serviceset.up(engine, new, skip=skip, wait_healthy=True, timeout=health_timeout, events=events)
+    txn = _swap_sets(settings, engine, journal, txn, old_manifest, old_set, new, skip, health_timeout, events)
     txn = journal.step(txn, "health")
     serviceset.check_running(engine, new, skip)
     downtime = time.monotonic() - swap_started
@@ -300,22 +300,73 @@ def _drop_new_volumes(settings: Settings, engine: Engine, version: str, before: 
 
 def _hand_over(engine: Engine, new: serviceset.ServiceSet, skip: Skip, health_timeout: float,
                events: Events) -> None:
-    """Start the new set's start-first services, and wait for their health, while the old set
-    still runs: when the old set stops, each of them already has its replacement serving, so
-    its downtime is nothing. They depend only on one another (``servicegraph.check``). A
+    """Start the new set's start-first services, and wait for their health (osctl's probe, then
+    the engine's own status, which can lag by an interval), while the old set still runs: when
+    the old set stops, each of them already has its replacement serving and reported healthy,
+    so its downtime is nothing. They depend only on one another (``servicegraph.check``). A
     failure here rolls back like any other, with the old set never stopped."""
     first = servicegraph.start_first(new.manifest.services)
     if not first:
         return
     events(StepEvent(Step.SWAP, f"starting {', '.join(first)} of {new.version} beside the running set (start-first)"))
+    started = time.monotonic()
     serviceset.up(engine, new, skip=skip, wait_healthy=True, timeout=health_timeout, events=events, only=first)
+    serviceset.wait_engine_healthy(engine, new, [name for name in first if name not in skip],
+                                   max(1.0, health_timeout - (time.monotonic() - started)))
     crash_point("swap:handover")
 
 
+def _swap_sets(settings: Settings, engine: Engine, journal: Journal, txn: Transaction,
+               old_manifest: ReleaseManifest | None, old_set: dict[str, ContainerState],
+               new: serviceset.ServiceSet, skip: Skip, health_timeout: float, events: Events) -> Transaction:
+    """Stop the old set and start the new one, overlapped: a thread stops every old service at
+    once while the new set starts in dependency order, each new service as soon as its own old
+    container has stopped (stop-first, per service) and what it depends on qualifies. A new
+    service whose old one stopped quickly does not wait for the slowest old stop; the old and
+    the new container of one service never run at the same time (start-first ones excepted).
+
+    The stops always run to their end before this returns or raises (also on Ctrl-C), so a
+    rollback never finds an old service still on its way down."""
+    gates = {name: threading.Event() for name in old_set}
+    outcome: dict[str, Transaction | BaseException] = {}
+
+    def stop() -> None:
+        try:
+            outcome["txn"] = _stop_old_set(settings, engine, journal, txn, old_manifest, old_set, gates)
+            crash_point("swap:old-stopped")
+        except BaseException as exc:  # handed to the calling thread
+            outcome["error"] = exc
+        finally:
+            for gate in gates.values():
+                gate.set()
+
+    stopper = threading.Thread(target=stop, name="swap-stop", daemon=True)
+    stopper.start()
+    interrupted = False
+    try:
+        serviceset.up(engine, new, skip=skip, wait_healthy=True, timeout=health_timeout, events=events, after=gates)
+    finally:
+        while stopper.is_alive():
+            try:
+                stopper.join()
+            except KeyboardInterrupt:
+                interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
+    if isinstance(error := outcome.get("error"), BaseException):
+        raise error
+    done = outcome.get("txn", txn)
+    assert isinstance(done, Transaction)
+    return done
+
+
 def _stop_old_set(settings: Settings, engine: Engine, journal: Journal, txn: Transaction,
-                  manifest: ReleaseManifest | None) -> Transaction:
+                  manifest: ReleaseManifest | None, old_set: dict[str, ContainerState],
+                  gates: dict[str, threading.Event]) -> Transaction:
     """Stop the running set for the swap (all at once: ``serviceset.down``), journaling each
-    batch of stops before it is issued."""
+    batch of stops before it is issued, and opening each service's gate when its stop is over."""
+    if not old_set:
+        return txn
     journaled = txn
 
     def record(stops: list[Stop]) -> None:
@@ -327,7 +378,7 @@ def _stop_old_set(settings: Settings, engine: Engine, journal: Journal, txn: Tra
 
     assert txn.from_version is not None
     serviceset.down(engine, settings.host_id, txn.from_version, manifest=manifest, remove=False,
-                    before_stops=record, events=stopped)
+                    before_stops=record, events=stopped, observed=old_set, stopped=lambda name: gates[name].set())
     return journal.stopping(journaled, []) if journaled.stopping else journaled
 
 

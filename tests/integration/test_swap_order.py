@@ -1,6 +1,7 @@
 """How a swap stops the old set and hands over start-first services, observed through the
 engine's own events (issue #16): the old set's stops all go out at once, each with its
-service's stop signal and grace period; a start-first service's new container is up and
+service's stop signal and grace period; a new service starts once its own old container is
+gone, not after the slowest stop of the set; a start-first service's new container is up and
 healthy before its old one gets a signal; a crash inside either ends with one version running.
 """
 
@@ -114,6 +115,10 @@ def test_the_old_set_stops_at_once_and_a_start_first_service_is_never_down(
     assert stop_phase < SLOW + 1.5, f"the 3-deep chain's slow stops did not add up: {stop_phase:.2f} s"
     # Stopped level by level, the chain alone would take 3 x SLOW; and the downtime covers it.
     assert isinstance(outcome["downtime"], float) and outcome["downtime"] >= stop_phase - 0.5, (outcome, stop_phase)
+
+    for name in SERVICES - {"web"}:  # stop-first: never the old and the new container of one service at once
+        assert events.when("start", name, "v2.1") >= dies[name], f"new {name} started before its old one died"
+    assert events.when("start", "usr1", "v2.1") < dies["base"], "usr1 waited for another service's slow stop"
 
     web_started = events.when("start", "web", "v2.1")
     assert web_started + READY_AFTER <= kills["web"], "the old web page got its stop before the new one was healthy"
