@@ -22,7 +22,7 @@ other two, in a registry repository of its own):
   first; beside it, the same with readiness taken from the first probe exec that passed in it.
   Goal 0 s for every one of them.
 
-For the two new sets every downgrade (B -> A) runs offline: the host's ``OSCTL_IMAGE`` names a
+For every set, every downgrade (B -> A) runs offline: the host's ``OSCTL_IMAGE`` names a
 registry at a closed port (as tests/integration/test_transactions.py does); the wall time of the
 whole ``osctl downgrade --to A`` command is the figure, goal under 3 s.
 
@@ -494,7 +494,7 @@ class Size:
     downtime: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     wall: list[float] = field(default_factory=list)
-    offline_wall: list[float] = field(default_factory=list)  # offline downgrades (new sets only)
+    offline_wall: list[float] = field(default_factory=list)  # offline downgrades
     offline_split: list[tuple[float, float, float, float]] = field(default_factory=list)  # see osctl_swap
     phases: list[tuple[float, float, float, float]] = field(default_factory=list)
     breakdowns: list[tuple[float, Breakdown]] = field(default_factory=list)  # (osctl's downtime, its phases)
@@ -533,7 +533,7 @@ class Size:
         self.c_running = ""  # the version the compose project runs
         self.chain = longest_chain(self.services[self.versions[1]])
         self.start_first = list(START_FIRST) if self.kind == "start-first" else []
-        self.offline = self.kind != "plain"  # its downgrades run with the registry unreachable
+        self.offline = True  # its downgrades run with the registry unreachable
 
     # -- building and setting up
     def build(self, client: docker.DockerClient) -> None:

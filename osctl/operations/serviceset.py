@@ -170,11 +170,20 @@ def create_container(engine: Engine, sset: ServiceSet, name: str) -> str:
     return engine.create(replace(spec, mounts=mounts))
 
 
-def start_container(engine: Engine, sset: ServiceSet, name: str, container_id: str) -> None:
+def start_container(engine: Engine, sset: ServiceSet, name: str, container_id: str, *,
+                    made_from_spec: bool = False) -> None:
     """Start ``name``'s existing container once every path it binds, resolved now, is inside the
     root: the engine follows symbolic links again at each start, and a link may have been swapped
-    in since the container was created."""
+    in since the container was created.
+
+    ``made_from_spec``: the caller knows the container was made from ``name``'s spec (created
+    from it, or carrying its spec hash); when that spec binds nothing, neither does the
+    container, and the inspection (a round trip inside a swap's downtime) is skipped.
+    """
     _refuse_unsafe(sset, name)
+    if made_from_spec and all(mount.volume for mount in sset.specs[name].mounts):
+        engine.start(container_id)
+        return
     state = engine.inspect(container_id)
     for source in state.binds if state is not None else ():
         binds.resolve_now(sset.root, source)
@@ -492,8 +501,8 @@ def _make_running(engine: Engine, sset: ServiceSet, name: str, action: Action,
             result = ServiceResult.CREATED
     else:
         container_id = current.id
-    if current is None or not current.running:
-        start_container(engine, sset, name, container_id)
+    if current is None or not current.running:  # created here, or kept for its spec hash: made from the spec
+        start_container(engine, sset, name, container_id, made_from_spec=True)
         if result is ServiceResult.UNCHANGED:
             result = ServiceResult.STARTED
     return container_id, result
