@@ -4,9 +4,10 @@ resolve -> pull -> verify -> stage -> prepare -> swap -> health -> commit -> cle
 journaled before it starts. Everything that can be done before the first old service stops is
 done before it (pull, verify, stage, creating the new containers, starting the new set's
 start-first services beside the old ones), so the downtime is the swap itself: the old set
-stops, every container at once, while the new one starts in dependency order, each service the
-moment its own old container is gone and what it depends on qualifies (osctl's own probes). Before commit any failure rolls back
-by itself: the new containers go, the old set runs again, the boot pointer is untouched.
+stops, every container at once, while the new one starts in dependency order, each service
+the moment its own old container is gone and what it depends on qualifies (osctl's own
+probes). Before commit any failure rolls back by itself: the new containers go, the old set
+runs again, the boot pointer is untouched.
 Commit is the boot pointer's atomic rename; after it, a crash rolls forward.
 """
 
@@ -342,17 +343,17 @@ def _swap_sets(settings: Settings, engine: Engine, journal: Journal, txn: Transa
 
     stopper = threading.Thread(target=stop, name="swap-stop", daemon=True)
     stopper.start()
-    interrupted = False
+    signalled: BaseException | None = None  # Ctrl-C or SIGTERM while the stops are still under way
     try:
         serviceset.up(engine, new, skip=skip, wait_healthy=True, timeout=health_timeout, events=events, after=gates)
     finally:
         while stopper.is_alive():
             try:
                 stopper.join()
-            except KeyboardInterrupt:
-                interrupted = True
-    if interrupted:
-        raise KeyboardInterrupt
+            except BaseException as exc:  # noqa: BLE001 - raised once the stops are over
+                signalled = signalled or exc
+    if signalled is not None:
+        raise signalled
     if isinstance(error := outcome.get("error"), BaseException):
         raise error
     done = outcome.get("txn", txn)
