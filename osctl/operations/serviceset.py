@@ -6,10 +6,11 @@ compose convergence plan does, and then acts: it starts every service as soon as
 depends on is ready, independent services in parallel. ``service_started`` waits for the
 container to run, ``service_healthy`` for its probe to pass (osctl runs the probe itself, so
 nothing waits out the engine's interval), ``service_completed_successfully`` for a one-shot to
-exit 0. A service whose dependency failed is not started. Named volumes are never removed.
-``down`` stops every service at once (see ``down``). Bind sources are resolved immediately before each create
-and each start (``create_container``, ``start_container``); ``down`` and ``observe`` resolve
-nothing, so a host whose bind now leads outside its root can still be listed and stopped.
+exit 0; waits end on the engine's events (``_Watch``), not at a polling interval. A service
+whose dependency failed is not started. Named volumes are never removed. ``down`` stops every
+service at once. Bind sources are resolved immediately before each create and each start
+(``create_container``, ``start_container``); ``down`` and ``observe`` resolve nothing, so a
+host whose bind now leads outside its root can still be listed and stopped.
 
 Who holds the host lock: commands hold it around the whole of ``up``. The supervisor does not
 (a wait for health may last long, and an operator's ``service stop`` must not wait behind it):
@@ -562,16 +563,18 @@ def wait_until_healthy(engine: Engine, container_id: str, spec: ContainerSpec, d
     probe = spec.probe
     assert probe is not None
     abandoned = abandoned or threading.Event()
-    pause = 0.05
+    pause, inspected = 0.05, False
     while True:
         if (watch is not None and watch.healthy(container_id)) or engine.run_probe(container_id, probe.test,
                                                                                     probe.timeout):
             return None
-        if watch is not None and watch.alive:
+        # Inspected once: a container that died before the watch was opened has no event for it.
+        if watch is not None and watch.alive and inspected:
             why = watch.why_not_running(container_id)
             if why is not None:
                 return why
         else:
+            inspected = True
             state = engine.inspect(container_id)
             if state is None:
                 return "the container disappeared"
