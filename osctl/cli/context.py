@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -50,25 +50,9 @@ class AppContext:
             self._engine = Engine()
         return self._engine
 
-    @property
-    def engine_when_used(self) -> Engine:
-        """The engine, made on its first use rather than now: a command that starts other work
-        first (list-versions asks the registry) loads the docker SDK while that work waits."""
-        return cast("Engine", _EngineOnFirstUse(self))
-
     def close(self) -> None:
         if self._engine is not None:
             self._engine.close()
-
-
-class _EngineOnFirstUse:
-    """Stands for ``AppContext.engine`` and makes it when an attribute is first asked for."""
-
-    def __init__(self, app: AppContext) -> None:
-        self._app = app
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._app.engine, name)
 
 
 pass_app = click.make_pass_decorator(AppContext)

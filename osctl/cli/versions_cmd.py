@@ -29,7 +29,7 @@ def list_versions(app: AppContext, include_all: bool, offline: bool, as_json: bo
     """Show every version in the registry or on this host, newest first."""
     from osctl.operations.versions import list_versions as run
 
-    rows = run(app.settings, app.engine_when_used, include_prereleases=include_all, offline=offline, warn=render.warn)
+    rows = run(app.settings, app.engine, include_prereleases=include_all, offline=offline, warn=render.warn)
     if as_json:
         render.print_json([row.as_dict() for row in rows])
         return

@@ -15,6 +15,14 @@ def host_labels(host_id: str) -> dict[str, str]:
     return {LABEL_HOST: host_id}
 
 
+def system_labels(host_id: str, version: str | None = None) -> dict[str, str]:
+    """The labels every system container of the host carries (of one version, when given)."""
+    labels = {LABEL_HOST: host_id, LABEL_ROLE: ROLE_SERVICE}
+    if version is not None:
+        labels[LABEL_VERSION] = version
+    return labels
+
+
 def service_labels(host_id: str, version: str, service: str) -> dict[str, str]:
     return {LABEL_HOST: host_id, LABEL_VERSION: version, LABEL_SERVICE: service, LABEL_ROLE: ROLE_SERVICE}
 

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from osctl.constants import LABEL_ROLE, LABEL_SERVICE, LABEL_VERSION, ROLE_SERVICE, TUF_DIR
+from osctl.constants import LABEL_SERVICE, LABEL_VERSION, TUF_DIR
 from osctl.domain import bootedentry, bootpointer, cloudinitstatus, servicestate
 from osctl.domain.journal import Journal
-from osctl.domain.naming import host_labels
+from osctl.domain.naming import system_labels
 from osctl.domain.settings import ENV_TRUST_ROOT, Settings
 from osctl.errors import OsctlError
 from osctl.models.version import try_parse
@@ -138,7 +138,7 @@ def host_status(settings: Settings, engine: Engine) -> HostStatus:
 def _system_containers(engine: Engine, host_id: str) -> list[tuple[str, bool]]:
     """(version, running) of each of the host's system containers, from one listing of the
     engine (status needs no more than that: no inspect per container)."""
-    labels = {**host_labels(host_id), LABEL_ROLE: ROLE_SERVICE}
+    labels = system_labels(host_id)
     found = {(c.labels.get(LABEL_SERVICE, "?"), c.labels.get(LABEL_VERSION, "?")): c.state in _RUNNING
              for c in engine.containers(labels)}  # one per service and version, as serviceset sees them
     return [(version, running) for (_service, version), running in found.items()]

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from osctl.adapters.engine import Engine, EventStream
-from osctl.constants import CONFIG_FILE, LABEL_ROLE, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_VERSION, ROLE_SERVICE
+from osctl.constants import CONFIG_FILE, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_VERSION
 from osctl.domain import binds, servicegraph
 from osctl.domain.containerspec import container_spec
 from osctl.domain.manifest import parse_manifest
-from osctl.domain.naming import host_labels
+from osctl.domain.naming import system_labels
 from osctl.domain.servicemerge import merge_services
 from osctl.domain.settings import read_settings_file
 from osctl.domain.store import Store
@@ -208,7 +208,7 @@ def observe_host(engine: Engine, host_id: str, version: str | None = None) -> di
     Each is inspected (a listing does not carry exit codes or health); one removed between the
     listing and its inspection is left out.
     """
-    listed = engine.containers(_set_labels(host_id, version))
+    listed = engine.containers(system_labels(host_id, version))
     if len(listed) > 1:  # side by side: a swap asks this inside its downtime
         with ThreadPoolExecutor(max_workers=min(len(listed), 16), thread_name_prefix="observe") as pool:
             states = list(pool.map(lambda info: engine.inspect(info.id), listed))
@@ -216,14 +216,6 @@ def observe_host(engine: Engine, host_id: str, version: str | None = None) -> di
         states = [engine.inspect(info.id) for info in listed]
     return {ServiceKey(state.labels.get(LABEL_SERVICE, "?"), state.labels.get(LABEL_VERSION, "?")): state
             for state in states if state is not None}
-
-
-def _set_labels(host_id: str, version: str | None) -> dict[str, str]:
-    """The labels every system container of the host carries (of one version, when given)."""
-    labels = {**host_labels(host_id), LABEL_ROLE: ROLE_SERVICE}
-    if version is not None:
-        labels[LABEL_VERSION] = version
-    return labels
 
 
 def plan(sset: ServiceSet, observed: dict[str, ContainerState]) -> dict[str, Action]:
@@ -405,7 +397,7 @@ def up(engine: Engine, sset: ServiceSet, *, skip: Skip | None = None, events: Ev
     needs_health = {dep for n in names for dep, cond in sset.depends_on(n).items() if cond == "service_healthy"}
     waits = any(sset.manifest.services[n].healthcheck is not None and (wait_healthy or n in needs_health)
                 and n not in skip for n in names)
-    watch = _Watch(engine, _set_labels(sset.host_id, sset.version)) if waits else None
+    watch = _Watch(engine, system_labels(sset.host_id, sset.version)) if waits else None
 
     def bring(name: str) -> ServiceOutcome:
         try:
@@ -535,7 +527,7 @@ def _changing(engine: Engine, sset: ServiceSet, guard: Guard | None, name: str, 
 
 def _containers_now(engine: Engine, sset: ServiceSet) -> dict[str, ContainerInfo]:
     """The set's containers by service, from one listing (no inspection: ids and states only)."""
-    return {c.labels.get(LABEL_SERVICE, "?"): c for c in engine.containers(_set_labels(sset.host_id, sset.version))}
+    return {c.labels.get(LABEL_SERVICE, "?"): c for c in engine.containers(system_labels(sset.host_id, sset.version))}
 
 
 def _wait_exit(engine: Engine, container_id: str, deadline: float, abandoned: threading.Event) -> int | None:
