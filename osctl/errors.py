@@ -12,6 +12,7 @@ This module is a leaf: it imports nothing from osctl, so every layer may raise t
     │   │   ├── ConfigError         exit 2  a settings file or user data is invalid
     │   │   └── ManifestError       exit 2  a release manifest (or the OS image carrying it) is invalid
     │   ├── NotFoundError           exit 2  a named thing (version, image, service) does not exist
+    │   ├── BundleError             exit 2  a file given as a bundle is not one, is cut short, or lacks what was asked
     │   └── ImageFileError          exit 2  a file in an image cannot be read: a symlink loop, too large
     ├── EngineUnavailable           exit 3  no Docker engine answers at the configured address
     ├── EngineError                 exit 1  the engine answered with an error
@@ -25,7 +26,8 @@ This module is a leaf: it imports nothing from osctl, so every layer may raise t
     ├── IntegrityError              exit 1  content differs from what was resolved or recorded
     ├── TrustError                  exit 7  the release keys do not vouch for it (unsigned, revoked,
     │                                       stale or forged metadata, a digest other than the signed one)
-    └── StateError                  exit 1  files under the host root are unreadable or unwritable
+    ├── StateError                  exit 1  files under the host root are unreadable or unwritable
+    └── SpaceError                  exit 8  a download would not fit where it goes (checked before the first byte)
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class ExitCode:
     LOCKED = 5
     ETCD_UNAVAILABLE = 6
     UNTRUSTED = 7
+    NO_SPACE = 8
 
 
 class OsctlError(Exception):
@@ -118,6 +121,11 @@ class ManifestError(DocumentError):
 
 class NotFoundError(UsageError):
     """A version, image or service named by the user does not exist."""
+
+
+class BundleError(UsageError):
+    """A file given as a bundle is not one osctl can use: not a tar, cut short, malformed, or
+    without the version or image asked for. The message names the file; nothing was stored."""
 
 
 class ImageFileError(UsageError):
@@ -218,3 +226,12 @@ class TrustError(OsctlError):
 
 class StateError(OsctlError):
     """A file under the host root cannot be read or written."""
+
+
+class SpaceError(OsctlError):
+    """A download would not fit: the bytes it needs and the bytes free, said before the first byte.
+
+    Its own exit code, so that a script or a fleet tells "make room and try again" from a failure.
+    """
+
+    exit_code = ExitCode.NO_SPACE
