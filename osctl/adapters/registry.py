@@ -37,7 +37,7 @@ import socket
 import ssl
 import urllib.parse
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,9 @@ from tenacity import wait_exponential, wait_random
 
 from osctl.adapters.netaddr import is_loopback
 from osctl.adapters.registryauth import Authorizer, error_text, json_object
-from osctl.errors import NotFoundError, OsctlError, RegistryError, RegistryUnavailable, UsageError
+from osctl.errors import IntegrityError, NotFoundError, OsctlError, RegistryError, RegistryUnavailable, UsageError
 from osctl.models.refs import Digest, Tag
-from osctl.models.registry import TagManifest, Unreadable
+from osctl.models.registry import Descriptor, ImageManifest, TagManifest, Unreadable
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ WAIT_MIN = 0.1
 WAIT_MAX = 2.0
 RETRY_AFTER_MAX = 5.0  # a 429's Retry-After is honoured, but never beyond this
 MAX_WORKERS = 16  # requests in flight at once from ``manifests``, and connections kept per host
+CHUNK = 1 << 20  # bytes per read of a streamed blob
 MAX_BODY = 4 << 20  # bytes read of any answer: Distribution refuses manifests above 4 MiB itself
 
 IMAGE_TYPES = ("application/vnd.docker.distribution.manifest.v2+json",
@@ -70,6 +71,7 @@ ACCEPT = ", ".join(IMAGE_TYPES[:1] + LIST_TYPES[:1] + IMAGE_TYPES[1:] + LIST_TYP
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+Body = bytes | Callable[[], bytes | Iterable[bytes]] | None  # a request body, or a maker of one per attempt
 _HINT_DOWN = "check that the registry is running and reachable; versions already stored work offline"
 
 
@@ -194,8 +196,35 @@ class Registry:
             return self.manifest(tag).digest
         return self._header_digest(resp, tag)
 
-    def image_labels(self, config: Digest, tag: str) -> dict[str, str]:
-        """The labels in an image's config blob (what ``docker inspect`` shows), without a pull.
+    def image_manifest(self, tag_or_digest: str) -> ImageManifest:
+        """The single-platform image manifest ``tag_or_digest`` names, its bytes kept as served.
+
+        A manifest list is refused: copying an image (a bundle) needs one platform's blobs, and
+        the engine's choice of platform is not osctl's to guess.
+        """
+        resp = self._call("GET", self._manifest_url(tag_or_digest), ACCEPT,
+                          missing=lambda: self._not_found(tag_or_digest))
+        doc = json_object(resp, self.host, f"manifest of {self._shown(tag_or_digest)}")
+        media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+        if media_type not in IMAGE_TYPES + LIST_TYPES:
+            media_type = str(doc.get("mediaType") or media_type)[:100]
+        digest = self._content_digest(resp, tag_or_digest)
+        if media_type in LIST_TYPES or "manifests" in doc:
+            raise self._unusable(tag_or_digest, "a multi-platform manifest list",
+                                 "osctl copies single-platform images only; name one platform's manifest by digest")
+        try:
+            config = Descriptor(*_descriptor(doc.get("config"), "config")[::-1], _media(doc.get("config")))
+            layers = doc.get("layers")
+            if not isinstance(layers, list):
+                raise ValueError(f"layers is {_kind(layers)}, not a list")
+            found = tuple(Descriptor(*_descriptor(layer, f"layers[{i}]")[::-1], _media(layer))
+                          for i, layer in enumerate(layers))
+        except ValueError as exc:
+            raise self._unusable(tag_or_digest, "a malformed manifest", str(exc)) from None
+        return ImageManifest(digest, media_type, resp.content, config, found)
+
+    def image_config(self, config: Digest, tag: str) -> dict[str, Any]:
+        """An image's config blob, parsed (what ``docker inspect`` shows), without a pull.
 
         The blob is content-addressed: what arrives must hash to ``config``, so a cache keyed by
         the digest never needs refreshing.
@@ -205,7 +234,11 @@ class Registry:
                           missing=lambda: self._unusable(tag, "no image config", f"blob {config[:19]}... is missing"))
         if hashlib.sha256(resp.content).hexdigest() != config.hex:
             raise self._unusable(tag, "an image config", f"the blob does not hash to {config[:19]}...")
-        doc = json_object(resp, self.host, f"image config of {self._shown(tag)}")
+        return json_object(resp, self.host, f"image config of {self._shown(tag)}")
+
+    def image_labels(self, config: Digest, tag: str) -> dict[str, str]:
+        """The labels in an image's config blob (``image_config``)."""
+        doc = self.image_config(config, tag)
         section = doc.get("config") or {}
         labels = (section.get("Labels") if isinstance(section, dict) else section) or {}
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
@@ -258,12 +291,64 @@ class Registry:
     def push_blob(self, data: bytes) -> Digest:
         """Upload ``data`` as a blob (skipped when the registry has it already); its digest.
 
-        Two requests, as the API's monolithic upload is defined: POST opens an upload, PUT with
-        the digest closes it with the whole body. Blobs osctl pushes are small metadata files.
+        Blobs osctl pushes this way are small metadata files; a layer goes through
+        ``push_blob_chunks``.
         """
         digest = Digest(f"sha256:{hashlib.sha256(data).hexdigest()}")
+        self.push_blob_chunks(digest, lambda: data)
+        return digest
+
+    def push_manifest(self, tag: str, body: bytes, media_type: str) -> Digest:
+        """Put a manifest under ``tag`` (or under its own digest, for an image named by digest
+        alone); the digest the registry stored it as (checked against the body)."""
+        computed = Digest(f"sha256:{hashlib.sha256(body).hexdigest()}")
+        if _is_digest(tag) and tag != computed:
+            raise IntegrityError(f"a manifest for {self.repository}@{tag[:19]}... hashes to {computed[:19]}...")
+        ref = tag if _is_digest(tag) else Tag(tag)
+        resp = self._call("PUT", self._manifest_url(ref), "*/*", missing=lambda: self._not_found(tag),
+                          body=body, content_type=media_type)
+        if "Docker-Content-Digest" in resp.headers and self._header_digest(resp, tag) != computed:
+            raise self._unusable(tag, "a digest for a pushed manifest that is not the manifest's own")
+        return computed
+
+    def blob_chunks(self, digest: Digest, size: int, what: str) -> Iterator[bytes]:
+        """A blob of any size (a layer), as chunks, checked while it arrives.
+
+        ``size`` is what the manifest declares: more bytes than that are refused as they come,
+        fewer or other bytes when the last chunk is in (``RegistryError`` naming ``what``). The
+        request is sent, and transport failures retried, before the first chunk is yielded; a
+        connection lost halfway is ``RegistryUnavailable``.
+        """
+        digest = Digest(digest)
+        resp = self._call("GET", f"{self.base_url}/v2/{self.name}/blobs/{digest}", "*/*",
+                          missing=lambda: self._unusable(what, "no blob", f"{digest[:19]}... is missing"), stream=True)
+        hasher, seen = hashlib.sha256(), 0
+        try:
+            for chunk in resp.iter_content(CHUNK):
+                seen += len(chunk)
+                if seen > size:
+                    raise self._unusable(what, "a blob", f"{digest[:19]}... is longer than the {size} bytes declared")
+                hasher.update(chunk)
+                yield chunk
+        except requests.RequestException as exc:
+            raise RegistryUnavailable(f"cannot reach the registry at {self.host}: the connection was lost while "
+                                      f"reading {what} ({_reason(exc, _innermost(exc), self._timeout)})",
+                                      hint=_HINT_DOWN) from None
+        finally:
+            resp.close()
+        if seen != size or hasher.hexdigest() != digest.hex:
+            raise self._unusable(what, "a blob", f"{digest[:19]}... arrived as {seen} bytes that do not hash to it")
+
+    def push_blob_chunks(self, digest: Digest, chunks: Callable[[], bytes | Iterable[bytes]]) -> bool:
+        """Upload a blob of any size from ``chunks()`` (called once per attempt); False when the
+        registry had it already. The registry checks the digest it is given against the bytes.
+
+        Two requests, as the API's monolithic upload is defined: POST opens an upload, PUT with
+        the digest closes it with the whole body (chunked when ``chunks()`` is an iterator).
+        """
+        digest = Digest(digest)
         if self.has_blob(digest):
-            return digest
+            return False
         where = lambda: self._not_found(f"{self.name} uploads")  # noqa: E731
         opened = self._call("POST", f"{self.base_url}/v2/{self.name}/blobs/uploads/", "*/*", missing=where)
         location = opened.headers.get("Location") or ""
@@ -272,17 +357,8 @@ class Registry:
             raise RegistryError(f"the registry at {self.host} did not open an upload for {self.name} "
                                 f"(HTTP {opened.status_code}, location {location[:80]!r})")
         url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
-        self._call("PUT", url, "*/*", missing=where, body=data, content_type="application/octet-stream")
-        return digest
-
-    def push_manifest(self, tag: str, body: bytes, media_type: str) -> Digest:
-        """Put a manifest under ``tag``; the digest the registry stored it as (checked against the body)."""
-        resp = self._call("PUT", self._manifest_url(Tag(tag)), "*/*", missing=lambda: self._not_found(tag),
-                          body=body, content_type=media_type)
-        computed = Digest(f"sha256:{hashlib.sha256(body).hexdigest()}")
-        if "Docker-Content-Digest" in resp.headers and self._header_digest(resp, tag) != computed:
-            raise self._unusable(tag, "a digest for a pushed manifest that is not the manifest's own")
-        return computed
+        self._call("PUT", url, "*/*", missing=where, body=chunks, content_type="application/octet-stream")
+        return True
 
     def _parallel(self, one: Callable[[Any], Any], items: list[Any], workers: int) -> list[Any]:
         """``one`` of each item, in a thread pool of at most ``MAX_WORKERS`` (the connections kept)."""
@@ -329,18 +405,18 @@ class Registry:
 
     # -- one request: authentication -------------------------------------------------------
     def _call(self, method: str, url: str, accept: str, *, missing: Callable[[], OsctlError],
-              body: bytes | None = None, content_type: str | None = None) -> requests.Response:
+              body: Body = None, content_type: str | None = None, stream: bool = False) -> requests.Response:
         """Send a request, answer one authentication challenge, translate what is left.
 
         A second 401 (or any 403) after answering means the credentials are wrong or missing;
         retrying cannot fix that, so it becomes a ``RegistryAuthError`` at once.
         """
         used = self._auth.header
-        resp = self._send(method, url, accept, used, body, content_type)
+        resp = self._send(method, url, accept, used, body, content_type, stream)
         if resp.status_code == 401:
             self._auth.answer(resp.headers.get("WWW-Authenticate") or "", used,
                               lambda realm, basic: self._send("GET", realm, "application/json", basic))
-            resp = self._send(method, url, accept, self._auth.header, body, content_type)
+            resp = self._send(method, url, accept, self._auth.header, body, content_type, stream)
         if resp.status_code in (401, 403):
             raise self._auth.failed("access denied" if resp.status_code == 403 else None)
         if resp.status_code == 404:
@@ -354,15 +430,15 @@ class Registry:
         return resp
 
     # -- one request: transport and retries ------------------------------------------------
-    def _send(self, method: str, url: str, accept: str, authorization: str | None, body: bytes | None = None,
-              content_type: str | None = None) -> requests.Response:
+    def _send(self, method: str, url: str, accept: str, authorization: str | None, body: Body = None,
+              content_type: str | None = None, stream: bool = False) -> requests.Response:
         """One request with bounded retries of transient failures; the one place they happen.
 
         Every request osctl sends may be sent again: reads, and writes of content-addressed
         blobs and of manifests under a tag, which a second attempt only repeats.
         """
         try:
-            return self._retrying()(self._exchange, method, url, accept, authorization, body, content_type)
+            return self._retrying()(self._exchange, method, url, accept, authorization, body, content_type, stream)
         except _Transient as exc:
             raise RegistryUnavailable(f"cannot reach the registry at {self.host}: {exc.reason} "
                                       f"(after {self._attempts} attempts)", hint=_HINT_DOWN) from exc
@@ -379,18 +455,25 @@ class Registry:
         return Retrying(retry=retry_if_exception_type(_Transient), stop=stop_after_attempt(self._attempts),
                         wait=wait, before_sleep=before_sleep_log(log, logging.WARNING), reraise=True)
 
-    def _exchange(self, method: str, url: str, accept: str, authorization: str | None, body: bytes | None = None,
-                  content_type: str | None = None) -> requests.Response:
-        """Send once; return any HTTP answer, raise ``_Transient`` for what deserves a retry."""
+    def _exchange(self, method: str, url: str, accept: str, authorization: str | None, body: Body = None,
+                  content_type: str | None = None, stream: bool = False) -> requests.Response:
+        """Send once; return any HTTP answer, raise ``_Transient`` for what deserves a retry.
+
+        ``stream``: a successful answer's body is left unread for the caller (a layer blob, too
+        large for ``MAX_BODY``); an error answer is still read, bounded. A callable ``body``
+        gives a fresh iterable of chunks for each attempt (a layer streamed from a file).
+        """
         where = f"{method} {urllib.parse.urlsplit(url).path}"
         headers = {"Accept": accept, **({"Authorization": authorization} if authorization else {}),
                    **({"Content-Type": content_type} if content_type else {})}
         # What urllib's ProxyHandler did: the environment's proxies unless no_proxy names the host.
         proxies = requests.utils.get_environ_proxies(url) if self._proxied else {}
         try:
+            data = body() if callable(body) else body
             resp = self._session.request(method, url, headers=headers, proxies=proxies, timeout=self._timeout,
-                                         stream=True, data=body)
-            _read_bounded(resp, self.host, where)
+                                         stream=True, data=data)
+            if not (stream and resp.status_code < 300):
+                _read_bounded(resp, self.host, where)
         except requests.RequestException as exc:
             cause = _innermost(exc)
             if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):
@@ -516,6 +599,12 @@ def _descriptor(value: object, where: str) -> tuple[int, Digest]:
         return size, Digest(value.get("digest"))
     except ValueError as exc:
         raise ValueError(f"{where}.digest: {exc}") from None
+
+
+def _media(value: object) -> str:
+    """A descriptor's media type (already checked to be an object), bounded for messages and files."""
+    media = value.get("mediaType") if isinstance(value, dict) else None
+    return media[:200] if isinstance(media, str) else ""
 
 
 def _kind(value: object) -> str:

@@ -27,7 +27,7 @@ import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tuf.api import exceptions
 from tuf.api.metadata import Metadata, Root, Targets
@@ -55,19 +55,38 @@ HINT_EXPIRED = ("versions already stored still boot; the publisher renews it wit
                 "(and sign, for targets)")
 
 
+class LocalMetadata(Protocol):
+    """Release metadata and the manifests it signs, from a file instead of a server (a bundle).
+
+    ``name`` says where, in messages; a file or manifest that is not there is None. What the
+    bytes are is TUF's to judge, exactly as for a registry.
+    """
+
+    name: str
+
+    def metadata_file(self, name: str) -> bytes | None: ...
+
+    def manifest(self, digest: Digest) -> bytes | None: ...
+
+
+Source = Registry | str | LocalMetadata  # the -tuf repository, a plain folder URL, or a local copy
+
+
 class TufClient:
     """One host's view of one release repository.
 
     ``cache`` is the Updater's metadata folder (``<root>/var/lib/osctl/tuf``); ``root`` the
     trusted root's bytes (the bootstrap: a newer root in the cache, reached through the chain
     from it, still counts); ``metadata`` where the metadata is (a ``Registry`` of the ``-tuf``
-    repository, or an http(s) folder URL); ``images`` the OS image repository.
+    repository, an http(s) folder URL, or a bundle's copy); ``images`` the OS image repository
+    (for a bundle, the bundle itself serves the manifests).
     """
 
-    def __init__(self, cache: Path, root: bytes, *, metadata: Registry | str, images: Registry | None) -> None:
+    def __init__(self, cache: Path, root: bytes, *, metadata: Source, images: Registry | None) -> None:
         self._cache, self._root = cache, root
         self._fetcher = _Fetcher(metadata, images)
-        self._source = metadata.repository if isinstance(metadata, Registry) else metadata
+        self._source = (metadata.repository if isinstance(metadata, Registry) else
+                        metadata if isinstance(metadata, str) else metadata.name)
         self._updater: Updater | None = None
 
     def refresh(self) -> ReleaseIndex:
@@ -105,6 +124,35 @@ class TufClient:
             with tempfile.TemporaryDirectory(dir=folder) as scratch:
                 self._updater.download_target(info, str(Path(scratch) / "manifest"))
         return _release(version, info)
+
+    def files_for_offline(self) -> dict[str, bytes]:
+        """The metadata files a host that trusts any earlier root needs to verify offline, by
+        the names its Updater asks for: every root from version 1 up (the chain), and the
+        timestamp, snapshot and targets this client has just trusted. Only after ``refresh``.
+
+        Roots are taken as the source serves them (the host's TUF checks the chain); the other
+        three are this host's verified copies.
+        """
+        assert self._updater is not None, "files_for_offline() before refresh()"
+        root = Metadata[Root].from_bytes(read_bytes(self._cache / "root.json") or b"")
+        files: dict[str, bytes] = {}
+        base = _base(self._source, META_BASE).rstrip("/") + "/"
+        with self._translated():
+            for version in range(1, root.signed.version + 1):
+                try:
+                    files[f"{version}.root.json"] = b"".join(self._fetcher.fetch(f"{base}{version}.root.json"))
+                except exceptions.DownloadHTTPError as exc:
+                    if exc.status_code != 404:
+                        raise
+                    # an early root the source no longer keeps: hosts that start from it cannot use the copy
+        consistent = root.signed.consistent_snapshot
+        for role in ("timestamp", "snapshot", "targets"):
+            data = read_bytes(self._cache / f"{role}.json")
+            if data is None:
+                raise StateError(f"the trusted metadata in {self._cache} has no {role}.json after a refresh")
+            name = f"{role}.json" if role == "timestamp" or not consistent else f"{_version(data)}.{role}.json"
+            files[name] = data
+        return files
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -219,9 +267,10 @@ def _release(name: str, info: Any) -> SignedRelease:
 
 
 class _Fetcher(FetcherInterface):
-    """Fetches for the Updater: metadata from the registry (or a folder URL), targets by digest."""
+    """Fetches for the Updater: metadata from the registry (or a folder URL, or a bundle),
+    targets by digest."""
 
-    def __init__(self, metadata: Registry | str, images: Registry | None) -> None:
+    def __init__(self, metadata: Source, images: Registry | None) -> None:
         self._metadata, self._images = metadata, images
         self._http = Urllib3Fetcher() if isinstance(metadata, str) else None
         self.fetched: dict[str, bytes] = {}  # role -> the last bytes fetched for it (to say when it expired)
@@ -230,7 +279,12 @@ class _Fetcher(FetcherInterface):
         name = urllib.parse.unquote(url.rsplit("/", 1)[-1])
         if url.startswith(TARGET_BASE):
             return iter([self._manifest(name)])
-        if isinstance(self._metadata, Registry):
+        if not isinstance(self._metadata, Registry | str):
+            found = self._metadata.metadata_file(name)
+            if found is None:
+                raise exceptions.DownloadHTTPError(f"{name} is not in {self._metadata.name}", 404)
+            data = found
+        elif isinstance(self._metadata, Registry):
             try:
                 data = get_file(self._metadata, name, MAX_BODY)
             except NotFoundError:
@@ -247,10 +301,17 @@ class _Fetcher(FetcherInterface):
             self.fetched[role] = data
 
     def _manifest(self, name: str) -> bytes:
-        if self._images is None:
-            raise exceptions.DownloadHTTPError("no image repository is configured", 404)
         match = _HASH_PREFIXED.fullmatch(name)
         ref, version = (f"sha256:{match.group(1)}", match.group(2)) if match else (name, name)
+        if not isinstance(self._metadata, Registry | str):
+            found = self._metadata.manifest(Digest(ref)) if match else None
+            if found is None:
+                raise TrustError(f"{self._metadata.name} holds no image with the digest the release keys sign for "
+                                 f"{version} ({ref[:19]}...); refused", hint="the bundle was made from other content "
+                                 "than the release keys sign; make it again from the signed registry")
+            return found
+        if self._images is None:
+            raise exceptions.DownloadHTTPError("no image repository is configured", 404)
         try:
             return self._images.manifest_body(ref)[0]
         except NotFoundError:

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "Apply the host's update policy (manual, download-only, auto) until SIGTERM."),
     "boot": ("osctl.cli.transaction_cmd:boot",
              "Start-up: recover, boot the trial or the default version, bring its services up."),
+    "bundle": ("osctl.cli.bundle_cmd:bundle",
+               "Carry OS versions to hosts with no registry: create, inspect and push bundles."),
     "cloud-init": ("osctl.cli.cloudinit_cmd:cloud_init",
                    "Check, show and apply cloud-init user data (docs/cloud-init.md)."),
     "downgrade": ("osctl.cli.transaction_cmd:downgrade",

@@ -67,3 +67,16 @@ def json_option(func: F) -> F:
 
     return click.option("--json", "as_json", is_flag=True, callback=callback,
                         help="Print the result as JSON on stdout.")(func)
+
+
+def from_option(func: F) -> F:
+    """``--from FILE``: take new versions from a bundle (docs/bundles.md) instead of the registry."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        app = ctx.find_object(AppContext)
+        if value is not None and app is not None:
+            app.settings.bundle_option = value
+        return value
+
+    return click.option("--from", "bundle", metavar="FILE", callback=callback, expose_value=False,
+                        help="Take the version from this bundle (osctl bundle create); no registry is asked.")(func)

@@ -33,6 +33,7 @@ TOP_HELP = (
     "Commands:\n"
     "  agent          Apply the host's update policy (manual, download-only,...\n"
     "  boot           Start-up: recover, boot the trial or the default...\n"
+    "  bundle         Carry OS versions to hosts with no registry: create,...\n"
     "  cloud-init     Check, show and apply cloud-init user data...\n"
     "  downgrade      Switch the host to an older version (any stored one...\n"
     "  fleet          Roll versions out to groups of hosts in coordinated...\n"

@@ -94,3 +94,15 @@ def _plain() -> bool:
 def _line(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
+
+
+def size(value: int | None) -> str:
+    """Bytes for a person: decimal units, as ``docker images`` shows them."""
+    if value is None:
+        return "-"
+    count = float(value)
+    for unit in ("B", "KB", "MB"):
+        if count < 1000:
+            return f"{count:.0f} B" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"

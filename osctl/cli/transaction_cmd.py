@@ -7,7 +7,7 @@ import sys
 import click
 
 from osctl.cli import render
-from osctl.cli.context import AppContext, json_option, pass_app
+from osctl.cli.context import AppContext, from_option, json_option, pass_app
 from osctl.cli.events import shown
 
 
@@ -82,6 +82,7 @@ def _print_plan(plan) -> None:  # type: ignore[no-untyped-def]
 
 @click.command()
 @click.option("--to", "to", metavar="V", help="The version (default: the newest release).")
+@from_option
 @_transaction("upgrade")
 @pass_app
 def upgrade(app: AppContext, to: str | None, **options: object) -> None:
@@ -91,6 +92,7 @@ def upgrade(app: AppContext, to: str | None, **options: object) -> None:
 
 @click.command()
 @click.option("--to", "to", metavar="V", required=True, help="The older version.")
+@from_option
 @_transaction("downgrade")
 @pass_app
 def downgrade(app: AppContext, to: str, **options: object) -> None:

@@ -5,19 +5,8 @@ from __future__ import annotations
 import click
 
 from osctl.cli import render
-from osctl.cli.context import AppContext, json_option, pass_app
+from osctl.cli.context import AppContext, from_option, json_option, pass_app
 from osctl.cli.progress import pull_bars
-
-
-def _size(value: int | None) -> str:
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KB", "MB"):
-        if size < 1000:
-            return f"{size:.0f} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
 
 
 @click.command("list-versions")
@@ -51,7 +40,7 @@ def list_versions(app: AppContext, include_all: bool, offline: bool, as_json: bo
                  if flag]
         if row.registry_digest and row.registry_digest != (row.signed_digest or row.digest):
             marks.append("[red]tag-moved[/]")
-        size = _size(row.size) if row.stored else f"[dim]{_size(row.download_size)} to pull[/]"
+        size = render.size(row.size) if row.stored else f"[dim]{render.size(row.download_size)} to pull[/]"
         cells = [row.version, " ".join(marks), (row.digest or "-").removeprefix("sha256:")[:12], size,
                  (row.date or "")[:10]]
         if trusted:
@@ -75,6 +64,7 @@ def _trust_cell(signed: bool | None, revoked: str | None) -> str:
 @click.command()
 @click.argument("version")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@from_option
 @json_option
 @pass_app
 def pull(app: AppContext, version: str, quiet: bool, as_json: bool) -> None:
@@ -90,7 +80,7 @@ def pull(app: AppContext, version: str, quiet: bool, as_json: bool) -> None:
         render.stdout.print(f"{record.version} is already stored ({record.digest[:19]})")
     else:
         verified = ", verified: signed by the release keys" if record.verified else ""
-        render.stdout.print(f"[green]stored[/] {record.version} ({record.digest[:19]}, {_size(record.size)}{verified})")
+        render.stdout.print(f"[green]stored[/] {record.version} ({record.digest[:19]}, {render.size(record.size)}{verified})")
 
 
 def _pin_command(name: str, pinned: bool, doc: str) -> click.Command:

@@ -61,6 +61,7 @@ class Settings:
     etcd_option: str | Sequence[str] | None = None  # one comma-separated string, or several
     group_option: str | None = None
     trust_root_option: str | None = None
+    bundle_option: str | None = None  # ``--from FILE``: this invocation's new content comes from a bundle
     # Results that the operations of one invocation share, so that each is made once: the
     # refreshed release metadata, and the warnings already given about it.
     # Not an init field: ``dataclasses.replace`` (the agent's fresh read at every tick) starts empty.
@@ -203,6 +204,13 @@ class Settings:
             return None
         value = getattr(self.file, key)
         return str(value) if value else None
+
+    @property
+    def bundle(self) -> Path | None:
+        """The bundle that new content comes from in this invocation (``--from``), instead of the
+        registry; None when the registry is the source. Whether it is a bundle is for the bundle
+        reader to say."""
+        return Path(self.bundle_option).absolute() if self.bundle_option else None
 
     def require_image(self) -> str:
         if not self.image:

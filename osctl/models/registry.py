@@ -28,3 +28,31 @@ class Unreadable:
 
     tag: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """One blob a manifest names: its digest, its declared size, and what it is."""
+
+    digest: Digest
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    """A single-platform image manifest as served: its own bytes, its config and its layers.
+
+    ``body`` is kept byte for byte: its digest is what a registry, a store record and the release
+    keys know the image by, so a copy (a bundle) must carry these bytes and not a re-encoding.
+    """
+
+    digest: Digest
+    media_type: str
+    body: bytes
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+
+    @property
+    def size(self) -> int:
+        return self.config.size + sum(layer.size for layer in self.layers)

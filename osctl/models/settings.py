@@ -143,6 +143,12 @@ class BootSettings(DocumentModel):
                               description="seconds the loader shows its menu before booting (0: hidden)")
 
 
+def _bundle_path(value: str) -> str:
+    if not value.strip() or "\0" in value or len(value) > 4096:
+        raise ValueError("not a file path")
+    return value
+
+
 class HostSettings(DocumentModel):
     """Keys of the settings file and of the ``osctl:`` user-data section; every one optional."""
 
@@ -154,6 +160,11 @@ class HostSettings(DocumentModel):
     )
     version: Annotated[str, AfterValidator(validate_version_tag)] | None = Field(
         default=None, description="the version this host converges to (pinned)"
+    )
+    bundle: Annotated[str, AfterValidator(_bundle_path)] | None = Field(
+        default=None, alias="from",
+        description="a bundle file (osctl bundle create) the pinned version is taken from instead of the "
+                    "registry: a first boot from a stick; relative to the host root"
     )
     update: UpdatePolicy = Field(default_factory=UpdatePolicy)
     fleet: FleetSettings = Field(default_factory=FleetSettings)

@@ -125,6 +125,11 @@ def apply(settings: Settings, engine: Engine, *, user_data: Path | None = None, 
     if not dry_run:
         fsutil.atomic_write(settings.root / CI_DIR / "user-data", raw, mode=0o600)
     pinned = run.merged_settings.version if run.merged_settings else None
+    bundle = run.merged_settings.bundle if run.merged_settings else None
+    if pinned and bundle and settings.bundle_option is None:
+        # `from:` names where the pinned version comes from; the converge below runs in this
+        # invocation, whose settings say where new content comes from (docs/bundles.md).
+        settings.bundle_option = str(settings.root / bundle)
     if pinned and converge is not None:
         run.once_step("converge", lambda: converge(pinned))
     if not dry_run:
@@ -260,7 +265,7 @@ class _Applier:
             services["ntp"] = ntp_service
             section["services"] = services
         path = self.root / CONFIG_FILE
-        current = read_settings_file(self.root).model_dump(mode="json", exclude_defaults=True)
+        current = read_settings_file(self.root).model_dump(mode="json", exclude_defaults=True, by_alias=True)
         merged = merge(current, section, WHOLE_SETTINGS)
         try:
             self.merged_settings = HostSettings.model_validate(merged)

@@ -29,7 +29,8 @@ from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import IntegrityError, ManifestError, NotFoundError, OsctlError, TrustError
 from osctl.models.engine import PullProgress
-from osctl.models.refs import ImageRef
+from osctl.models.manifest import ReleaseManifest
+from osctl.models.refs import Digest, ImageRef
 from osctl.models.registry import TagManifest
 from osctl.models.store import StoreRecord
 from osctl.models.version import OsVersion, try_parse
@@ -74,8 +75,30 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
         trust.check_stored(existing)
         hold_images(engine, settings.host_id, existing)
         return PullResult(existing, already_stored=True)
-    repo = settings.require_image()
     store.clean_leftovers()
+    if settings.bundle is not None:
+        from osctl.operations.bundleinstall import fetch_from_bundle
+
+        fetched = fetch_from_bundle(settings, engine, tag, progress)
+    else:
+        fetched = _fetch_from_registry(settings, engine, tag, progress, registry)
+    return PullResult(_store(settings, engine, store, tag, fetched, existing), already_stored=False)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A version's images in the engine, checked against the OS image contract, not yet stored."""
+
+    repository: str
+    digest: Digest  # the OS image's manifest digest: what registries and the release keys know it by
+    report: OsImageReport
+    service_images: dict[str, str]  # reference -> engine image id
+
+
+def _fetch_from_registry(settings: Settings, engine: Engine, tag: str,
+                         progress: Callable[[PullProgress], None] | None, registry: Registry | None) -> Fetched:
+    repo = settings.require_image()
+    trust = for_settings(settings)
     registry = registry or Registry(repo)
     if trust.enforced:
         signed = trust.require(tag)  # refused unless signed, not revoked, and the metadata fresh
@@ -88,19 +111,25 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
         report = verified_image(settings, engine, registry, by_digest, tag, wanted, progress,
                                 tag_must_match=not trust.enforced)
         if trust.enforced:
-            _require_pinned_services(tag, report)
+            require_pinned_services(tag, report.manifest)
     except OsctlError as exc:
         if isinstance(exc, ManifestError):  # this digest is no OS image: list-versions and upgrade learn it
             ImageFacts(settings.root).remember_failure(wanted.digest, exc.message)
         if not was_there:  # leave the engine as it was: drop the name this pull added
             engine.untag(by_digest)
         raise
-
     service_images = {}
     for ref in sorted({s.image for s in report.manifest.services.values() if s.image}):
         service_images[ref] = engine.pull(ref, progress).id
-    engine.tag(report.image.id, ImageRef(repo).with_tag(tag))
+    return Fetched(repo, wanted.digest, report, service_images)
 
+
+def _store(settings: Settings, engine: Engine, store: Store, tag: str, fetched: Fetched,
+           existing: StoreRecord | None) -> StoreRecord:
+    """Name the OS image by its version, stage its boot files and write the record: from here
+    on the version is stored, and bootable without the source it came from."""
+    report, trust = fetched.report, for_settings(settings)
+    engine.tag(report.image.id, ImageRef(fetched.repository).with_tag(tag))
     boot = report.manifest.boot
     files = {"release.yaml": (MANIFEST_PATH, report.manifest_text),
              "vmlinuz": (boot.kernel, report.artifacts[boot.kernel])}
@@ -109,20 +138,20 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[Pull
     if report.trust_root is not None:  # rotation travels with versions (docs/trust.md)
         files[TRUST_ROOT_FILE] = (TRUST_ROOT_PATH, report.trust_root)
     record = StoreRecord(
-        version=tag, repository=repo, digest=wanted.digest, image_id=report.image.id,
+        version=tag, repository=fetched.repository, digest=fetched.digest, image_id=report.image.id,
         size=report.image.size, created=report.image.created,
         stored_at=datetime.now(UTC).isoformat(timespec="seconds"),
         pinned=existing.pinned if existing else False,
-        service_images=service_images, boot_files=store.stage_boot_files(tag, files), cmdline=boot.cmdline,
+        service_images=fetched.service_images, boot_files=store.stage_boot_files(tag, files), cmdline=boot.cmdline,
         verified=trust.enforced,
     )
     hold_images(engine, settings.host_id, record)
     store.save(record)
     if not trust.enforced:  # said once new content is stored, so that an error stays one line
         trust.note_unverified()
-    ImageFacts(settings.root).forget_failure(wanted.digest)
+    ImageFacts(settings.root).forget_failure(fetched.digest)
     make_current(settings)  # the ESP follows the store (a pinned version pulled again, a repair)
-    return PullResult(record, already_stored=False)
+    return record
 
 
 def verified_image(settings: Settings, engine: Engine, registry: Registry, by_digest: ImageRef, tag: str,
@@ -143,10 +172,10 @@ def verified_image(settings: Settings, engine: Engine, registry: Registry, by_di
     return report
 
 
-def _require_pinned_services(tag: str, report: OsImageReport) -> None:
+def require_pinned_services(tag: str, manifest: ReleaseManifest) -> None:
     """The signature covers the OS image, and through its manifest the service images it names
     by digest; one named by tag alone could be swapped in the registry unseen, so it is refused."""
-    loose = sorted({f"{name} ({spec.image})" for name, spec in report.manifest.services.items()
+    loose = sorted({f"{name} ({spec.image})" for name, spec in manifest.services.items()
                     if spec.image and ImageRef.parse(spec.image).digest is None})
     if loose:
         raise TrustError(f"{tag} names service images by tag alone, which its signature does not cover: "

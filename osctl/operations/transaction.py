@@ -130,9 +130,13 @@ def newest_release(settings: Settings, registry: Registry | None) -> str:
     """The newest release that is a valid OS version: an invalid newest tag is passed over.
 
     With a trusted root, the newest released version the release keys sign and do not revoke:
-    the registry's tags do not choose then.
+    the registry's tags do not choose then. With ``--from``, the newest release in the bundle.
     """
     trust = for_settings(settings)
+    if settings.bundle is not None:
+        from osctl.operations.bundle import newest_in_bundle
+
+        return newest_in_bundle(settings)
     if trust.enforced:
         released = [v for v in trust.index().installable() if not OsVersion.parse(v).is_prerelease]
         if not released:

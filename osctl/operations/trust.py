@@ -81,6 +81,12 @@ class HostTrust:
                 raise
         return self._index
 
+    def offline_files(self) -> dict[str, bytes]:
+        """The metadata files a host needs to verify what this one trusts now, offline (a bundle)."""
+        self.index()
+        assert self._client is not None
+        return self._client.files_for_offline()
+
     def known(self) -> ReleaseIndex | None:
         """What the host last trusted, read offline (expiry not checked); None if it never refreshed."""
         if self._index is not None:
@@ -143,8 +149,14 @@ class HostTrust:
     def _new_client(self) -> TufClient:
         from osctl.adapters.tufclient import TufClient
 
-        trust, image = self.settings.trust, self.settings.require_image()
+        trust = self.settings.trust
         assert trust.root is not None, "refresh without a trust root"
+        if self.settings.bundle is not None:  # --from: the bundle's copy of the metadata, judged alike
+            from osctl.operations.bundlesource import bundle_metadata
+
+            self._client = TufClient(self.cache, trust.root, metadata=bundle_metadata(self.settings), images=None)
+            return self._client
+        image = self.settings.require_image()
         images = Registry(image)
         metadata: Registry | str = trust.metadata_url or Registry(metadata_repository(image))
         self._client = TufClient(self.cache, trust.root, metadata=metadata, images=images)

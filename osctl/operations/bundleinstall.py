@@ -1,0 +1,144 @@
+"""Taking a version from a bundle (``--from FILE``) instead of a registry: no network at all.
+
+What is checked is what a registry pull checks, in the same order, before the engine gets a
+byte: the version's OS image is in the bundle and is of this host's repository; with a trusted
+root, the bundle's metadata verifies against it (the same TUF client and the same rollback
+floor: an old bundle cannot take a host below what it has seen) and signs exactly this manifest;
+the release manifest, read from the OS image's own layers, names service images the bundle holds,
+by the digests it pins. Only then are the images the engine lacks streamed into it as one
+``docker load``, every blob hashed while it is read; a blob that does not match stops the stream
+before its last byte, and the engine is left as it was. The loaded OS image is then checked
+against the OS image contract by the engine, exactly as a pulled one (``inspect_os_image``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from osctl.adapters.engine import Engine
+from osctl.adapters.layerfiles import find_files
+from osctl.adapters.ocibundle import Bundle, BundleImage
+from osctl.constants import MANIFEST_PATH
+from osctl.domain.manifest import parse_manifest
+from osctl.domain.naming import HOLD_REPOSITORY
+from osctl.domain.settings import Settings
+from osctl.errors import BundleError, EngineError, IntegrityError, Issue, ManifestError, TrustError
+from osctl.models.engine import PullProgress
+from osctl.models.manifest import ReleaseManifest
+from osctl.models.refs import ImageRef
+from osctl.operations.bundlesource import bundle_repository, open_bundle
+from osctl.operations.osimage import inspect_os_image
+from osctl.operations.pull import Fetched, require_pinned_services
+from osctl.operations.trust import for_settings
+
+MAX_MANIFEST = 1 << 20  # the release manifest read out of a layer: a YAML file of kilobytes
+
+
+def fetch_from_bundle(settings: Settings, engine: Engine, tag: str,
+                      progress: Callable[[PullProgress], None] | None) -> Fetched:
+    """Bring ``tag``'s images from the bundle into the engine, checked; the caller stores them."""
+    bundle = open_bundle(settings)
+    os_image = bundle.image(tag)
+    if os_image.role != "os":
+        raise BundleError(f"{bundle.path}: {tag} is not an OS version in it", hint="osctl bundle inspect lists them")
+    repository = bundle_host_repository(settings, bundle)
+    trust = for_settings(settings)
+    if trust.enforced:
+        signed = trust.require(tag)  # the bundle's metadata, verified against this host's root
+        if signed.digest != os_image.source:
+            raise TrustError(f"{bundle.path} holds {tag} as {os_image.source[:19]}..., but the release keys sign "
+                             f"{signed.digest[:19]}... for it; refused", hint="make the bundle again from the signed registry")
+    manifest = release_manifest(bundle, os_image, tag)
+    if trust.enforced:
+        require_pinned_services(tag, manifest)
+    services = service_images(bundle, manifest, tag)
+    needed = [image for image in (os_image, *services.values()) if engine.image(image.config) is None]
+    try:
+        if needed:
+            engine.load(bundle.docker_archive(needed, progress=_bytes_shown(progress, bundle, needed)))
+        report = inspect_os_image(engine, os_image.config, host_id=settings.host_id,  # type: ignore[arg-type]
+                                  pull=False, expected_version=tag)
+        if report.image.id != os_image.config:
+            raise IntegrityError(f"{bundle.path}: the engine holds {tag} as {report.image.id[:19]}..., not as the "
+                                 f"bundle's config {os_image.config[:19]}...")
+        for ref, image in services.items():
+            if engine.image(image.config) is None:
+                raise EngineError(f"loading {bundle.path}: the engine reported success but does not hold {ref}")
+            parsed = ImageRef.parse(ref)
+            if parsed.tag is not None:  # `docker images` then shows it by name, as after a pull
+                engine.tag(image.config, ImageRef(parsed.repository, parsed.tag))
+    except BaseException:
+        for image in needed:  # leave the engine as it was: what this load added goes again
+            engine.remove_image(image.config, unless_tagged=f"{HOLD_REPOSITORY}/")
+        raise
+    return Fetched(repository, os_image.source, report, {ref: image.config for ref, image in services.items()})
+
+
+def bundle_host_repository(settings: Settings, bundle: Bundle) -> str:
+    """The repository the bundle's versions are stored under: this host's, which they must be of.
+
+    A host that names no repository (it may never have seen a registry) takes the bundle's.
+    """
+    found = bundle_repository(bundle)
+    configured = settings.image
+    if found is None:
+        raise BundleError(f"{bundle.path} holds no OS version", hint="osctl bundle inspect shows what it holds")
+    if configured is not None and configured != found:
+        raise BundleError(f"{bundle.path} holds versions of {found}, not of this host's {configured}; refused",
+                          hint=f"use a bundle made from {configured}, or set image: {found}")
+    return configured or found
+
+
+def release_manifest(bundle: Bundle, image: BundleImage, tag: str) -> ReleaseManifest:
+    """The release manifest, read from the OS image's layers in the bundle (hashed as they are read)."""
+    where = f"{bundle.path}:{tag}:{MANIFEST_PATH}"
+    found = find_files(_layer_readers(bundle, image), {MANIFEST_PATH: True}, limit=MAX_MANIFEST)[MANIFEST_PATH]
+    if found is None or found.data is None:
+        problem = "is larger than a release manifest can be" if found is not None else \
+            "is not in the image: this is not an osctl OS image"
+        raise ManifestError(where, [Issue("", f"{MANIFEST_PATH} {problem}")])
+    return parse_manifest(found.data, where, expected_version=tag)
+
+
+def boot_bytes(bundle: Bundle, image: BundleImage, manifest: ReleaseManifest) -> int:
+    """The bytes of the boot files the version stages (kernel, initrd), from the layers' headers."""
+    paths = {manifest.boot.kernel: False, **({manifest.boot.initrd: False} if manifest.boot.initrd else {})}
+    found = find_files(_layer_readers(bundle, image), paths, limit=0)
+    return sum(f.size for f in found.values() if f is not None)
+
+
+def service_images(bundle: Bundle, manifest: ReleaseManifest, tag: str) -> dict[str, BundleImage]:
+    """Each service image the release manifest names, from the bundle, by the digest it pins."""
+    found: dict[str, BundleImage] = {}
+    for ref in sorted({spec.image for spec in manifest.services.values() if spec.image}):
+        try:
+            image = bundle.image(ref)
+        except BundleError:
+            raise BundleError(f"{bundle.path} lacks {ref}, a service image {tag} needs; nothing was stored",
+                              hint="make the bundle again with osctl bundle create") from None
+        pinned = ImageRef.parse(ref).digest
+        if pinned is not None and image.source != pinned:
+            raise IntegrityError(f"{bundle.path}: {ref} is pinned to {pinned[:19]}..., but the bundle holds "
+                                 f"{image.source[:19]}... under that name; refused")
+        found[ref] = image
+    return found
+
+
+def _layer_readers(bundle: Bundle, image: BundleImage) -> list[Callable[[], object]]:
+    return [lambda digest=layer.digest: bundle.read_blob(digest) for layer in image.layers]
+
+
+def _bytes_shown(progress: Callable[[PullProgress], None] | None, bundle: Bundle,
+                 images: list[BundleImage]) -> Callable[[int], None] | None:
+    """Progress of the whole load in bytes of its total, as one bar named after the bundle."""
+    if progress is None:
+        return None
+    total = sum(image.size for image in images)
+    done = 0
+
+    def moved(count: int) -> None:
+        nonlocal done
+        done += count
+        progress(PullProgress(bundle.path.name, "bundle", "Loading", min(done, total), total))
+
+    return moved
