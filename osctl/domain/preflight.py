@@ -18,10 +18,11 @@ against its free bytes, with one margin. This module computes; it reads nothing
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from osctl.adapters.engine import chain_ids
 from osctl.domain import esp
@@ -90,6 +91,29 @@ class ImageNeed:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(Layer(*layer) for layer in self.layers))
+
+    @classmethod
+    def from_manifest(cls, name: str, manifest: bytes, config: bytes | None) -> ImageNeed:
+        """The need of an image from its manifest (Docker schema2 or OCI) and config blob bytes.
+
+        Lenient on purpose: this is an estimate made before the download, and the pull itself
+        checks the content. A layer without a usable size counts 0; diff ids that do not line up
+        with the layers (or no config) leave them unknown, which counts every layer as missing.
+        """
+        doc, conf = _json(manifest), _json(config or b"")
+        raw = doc.get("layers") if isinstance(doc.get("layers"), list) else []
+        rootfs = conf.get("rootfs") if isinstance(conf.get("rootfs"), dict) else {}
+        diffs = rootfs.get("diff_ids") if isinstance(rootfs.get("diff_ids"), list) else []
+        if len(diffs) != len(raw):
+            diffs = [""] * len(raw)
+        layers = []
+        for entry, diff_id in zip(raw, diffs, strict=True):
+            entry = entry if isinstance(entry, dict) else {}
+            size = entry.get("size")
+            layers.append(Layer(str(entry.get("digest") or ""),
+                                size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0,
+                                diff_id if isinstance(diff_id, str) else "", str(entry.get("mediaType") or "")))
+        return cls(name, tuple(layers))
 
 
 @dataclass(frozen=True)
@@ -246,6 +270,14 @@ def human(size: int) -> str:
     if size >= MIB:
         return f"{size / MIB:.1f} MiB"
     return f"{size / 1024:.1f} KiB"
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _chains(layers: Sequence[Layer]) -> list[str | None]:
