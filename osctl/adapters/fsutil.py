@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from osctl.errors import StateError
@@ -80,6 +81,51 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class Space:
+    """The filesystem a path is on, as ``free_space`` found it.
+
+    ``path`` is what was measured: the path asked about, or its nearest existing ancestor (a
+    folder osctl has yet to create will be made on that filesystem). ``device`` tells
+    filesystems apart, so that two places on one disk are checked against its free bytes once;
+    ``mount`` is the top folder of that filesystem, for messages, when it could be found.
+    """
+
+    path: str
+    mount: str | None
+    device: int
+    free: int  # bytes an unprivileged writer may still use (root's reserve excluded)
+    size: int  # bytes the filesystem holds in all
+
+
+def free_space(path: Path) -> Space:
+    """The free and total bytes of the filesystem ``path`` is (or will be) on.
+
+    ``f_bavail`` rather than ``f_bfree``: ext4 keeps about 5% for root, and the engine or a
+    service writing as another user cannot count on it. A failure to look is a ``StateError``.
+    """
+    probe = Path(os.path.abspath(path))
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        device = os.stat(probe).st_dev
+        vfs = os.statvfs(probe)
+    except OSError as exc:
+        raise StateError(f"cannot measure the free space at {path}: {_reason(exc)}", hint=_hint(exc)) from exc
+    return Space(str(probe), _mount_of(probe, device), device, vfs.f_bavail * vfs.f_frsize,
+                 vfs.f_blocks * vfs.f_frsize)
+
+
+def _mount_of(path: Path, device: int) -> str | None:
+    """The topmost ancestor of ``path`` on ``device``: its filesystem's mount point (None if unknown)."""
+    try:
+        while path != path.parent and os.stat(path.parent).st_dev == device:
+            path = path.parent
+    except OSError:
+        return None
+    return str(path)
 
 
 def _reason(exc: OSError) -> str:
