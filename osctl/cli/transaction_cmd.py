@@ -44,10 +44,17 @@ def _run(app: AppContext, kind: str, to: str | None, stage: bool, dry_run: bool,
             render.stdout.print(f"{plan.to_version} is already running; nothing to do")
         return
     if dry_run:
+        if not plan.stored:  # what the download needs where, measured now: the preflight's figures
+            from osctl.operations.pull import measure_space
+
+            space = measure_space(app.settings, app.engine, plan.to_version)
+            plan.space = space.as_dict()
         if as_json:
             render.print_json({**plan.as_dict(), "result": "dry-run"})
         else:
             _print_plan(plan)
+            for line in space.lines() if not plan.stored else []:
+                render.stderr.print(f"  {line}")
         return
     if not yes and not as_json and sys.stdin.isatty() and sys.stderr.isatty():
         _print_plan(plan)

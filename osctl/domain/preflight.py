@@ -18,7 +18,6 @@ against its free bytes, with one margin. This module computes; it reads nothing
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -93,27 +92,16 @@ class ImageNeed:
         object.__setattr__(self, "layers", tuple(Layer(*layer) for layer in self.layers))
 
     @classmethod
-    def from_manifest(cls, name: str, manifest: bytes, config: bytes | None) -> ImageNeed:
-        """The need of an image from its manifest (Docker schema2 or OCI) and config blob bytes.
+    def of(cls, name: str, layers: Sequence[Any], diff_ids: Sequence[str], unpacked: int | None = None) -> ImageNeed:
+        """The need of an image from its manifest's layer descriptors (``digest``, ``size``,
+        ``media_type``; a registry's or a bundle's) and its config's diff ids, base first.
 
-        Lenient on purpose: this is an estimate made before the download, and the pull itself
-        checks the content. A layer without a usable size counts 0; diff ids that do not line up
-        with the layers (or no config) leave them unknown, which counts every layer as missing.
+        Diff ids that do not line up with the layers leave them unknown, which counts every layer
+        as missing: this is an estimate before the download, and the download checks the content.
         """
-        doc, conf = _json(manifest), _json(config or b"")
-        raw = doc.get("layers") if isinstance(doc.get("layers"), list) else []
-        rootfs = conf.get("rootfs") if isinstance(conf.get("rootfs"), dict) else {}
-        diffs = rootfs.get("diff_ids") if isinstance(rootfs.get("diff_ids"), list) else []
-        if len(diffs) != len(raw):
-            diffs = [""] * len(raw)
-        layers = []
-        for entry, diff_id in zip(raw, diffs, strict=True):
-            entry = entry if isinstance(entry, dict) else {}
-            size = entry.get("size")
-            layers.append(Layer(str(entry.get("digest") or ""),
-                                size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0,
-                                diff_id if isinstance(diff_id, str) else "", str(entry.get("mediaType") or "")))
-        return cls(name, tuple(layers))
+        diffs = list(diff_ids) if len(diff_ids) == len(layers) else [""] * len(layers)
+        return cls(name, tuple(Layer(layer.digest, layer.size, diff, layer.media_type)
+                               for layer, diff in zip(layers, diffs, strict=True)), unpacked)
 
 
 @dataclass(frozen=True)
@@ -270,14 +258,6 @@ def human(size: int) -> str:
     if size >= MIB:
         return f"{size / MIB:.1f} MiB"
     return f"{size / 1024:.1f} KiB"
-
-
-def _json(data: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def _chains(layers: Sequence[Layer]) -> list[str | None]:

@@ -14,6 +14,7 @@ against the OS image contract by the engine, exactly as a pulled one (``inspect_
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from osctl.adapters.engine import Engine
 from osctl.adapters.layerfiles import find_files
@@ -21,6 +22,7 @@ from osctl.adapters.ocibundle import Bundle, BundleImage
 from osctl.constants import MANIFEST_PATH
 from osctl.domain.manifest import parse_manifest
 from osctl.domain.naming import HOLD_REPOSITORY
+from osctl.domain.preflight import ImageNeed
 from osctl.domain.settings import Settings
 from osctl.errors import BundleError, EngineError, IntegrityError, Issue, ManifestError, TrustError
 from osctl.models.engine import PullProgress
@@ -28,15 +30,59 @@ from osctl.models.manifest import ReleaseManifest
 from osctl.models.refs import ImageRef
 from osctl.operations.bundlesource import bundle_repository, open_bundle
 from osctl.operations.osimage import inspect_os_image
-from osctl.operations.pull import Fetched, require_pinned_services
+from osctl.operations.preflight import preflight
+from osctl.operations.pull import Fetched, Progress, require_pinned_services
 from osctl.operations.trust import for_settings
 
 MAX_MANIFEST = 1 << 20  # the release manifest read out of a layer: a YAML file of kilobytes
 
 
 def fetch_from_bundle(settings: Settings, engine: Engine, tag: str,
-                      progress: Callable[[PullProgress], None] | None) -> Fetched:
+                      progress: Progress | None) -> Fetched:
     """Bring ``tag``'s images from the bundle into the engine, checked; the caller stores them."""
+    plan = _plan(settings, engine, tag)
+    bundle, os_image, services, needed = plan.bundle, plan.os_image, plan.services, plan.needed
+    report = preflight(settings, engine, plan.needs, plan.boot, subject=tag)
+    if progress is not None:
+        progress(report)
+    try:
+        if needed:
+            engine.load(bundle.docker_archive(needed, progress=_bytes_shown(progress, bundle, needed)))
+        checked = inspect_os_image(engine, os_image.config, host_id=settings.host_id,  # type: ignore[arg-type]
+                                   pull=False, expected_version=tag)
+        if checked.image.id != os_image.config:
+            raise IntegrityError(f"{bundle.path}: the engine holds {tag} as {checked.image.id[:19]}..., not as the "
+                                 f"bundle's config {os_image.config[:19]}...")
+        for ref, image in services.items():
+            if engine.image(image.config) is None:
+                raise EngineError(f"loading {bundle.path}: the engine reported success but does not hold {ref}")
+            parsed = ImageRef.parse(ref)
+            if parsed.tag is not None:  # `docker images` then shows it by name, as after a pull
+                engine.tag(image.config, ImageRef(parsed.repository, parsed.tag))
+    except BaseException:
+        for image in needed:  # leave the engine as it was: what this load added goes again
+            engine.remove_image(image.config, unless_tagged=f"{HOLD_REPOSITORY}/")
+        raise
+    return Fetched(plan.repository, os_image.source, checked, {ref: image.config for ref, image in services.items()})
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What taking a version from the bundle means, every check that needs no engine passed."""
+
+    bundle: Bundle
+    repository: str
+    os_image: BundleImage
+    services: dict[str, BundleImage]  # reference -> its image in the bundle
+    needed: list[BundleImage]  # the images the engine lacks
+    boot: int  # bytes of the boot files the version stages
+
+    @property
+    def needs(self) -> list[ImageNeed]:
+        return [ImageNeed.of(image.name, image.layers, image.diff_ids) for image in self.needed]
+
+
+def _plan(settings: Settings, engine: Engine, tag: str) -> _Plan:
     bundle = open_bundle(settings)
     os_image = bundle.image(tag)
     if os_image.role != "os":
@@ -53,25 +99,14 @@ def fetch_from_bundle(settings: Settings, engine: Engine, tag: str,
         require_pinned_services(tag, manifest)
     services = service_images(bundle, manifest, tag)
     needed = [image for image in (os_image, *services.values()) if engine.image(image.config) is None]
-    try:
-        if needed:
-            engine.load(bundle.docker_archive(needed, progress=_bytes_shown(progress, bundle, needed)))
-        report = inspect_os_image(engine, os_image.config, host_id=settings.host_id,  # type: ignore[arg-type]
-                                  pull=False, expected_version=tag)
-        if report.image.id != os_image.config:
-            raise IntegrityError(f"{bundle.path}: the engine holds {tag} as {report.image.id[:19]}..., not as the "
-                                 f"bundle's config {os_image.config[:19]}...")
-        for ref, image in services.items():
-            if engine.image(image.config) is None:
-                raise EngineError(f"loading {bundle.path}: the engine reported success but does not hold {ref}")
-            parsed = ImageRef.parse(ref)
-            if parsed.tag is not None:  # `docker images` then shows it by name, as after a pull
-                engine.tag(image.config, ImageRef(parsed.repository, parsed.tag))
-    except BaseException:
-        for image in needed:  # leave the engine as it was: what this load added goes again
-            engine.remove_image(image.config, unless_tagged=f"{HOLD_REPOSITORY}/")
-        raise
-    return Fetched(repository, os_image.source, report, {ref: image.config for ref, image in services.items()})
+    return _Plan(bundle, repository, os_image, services, needed, boot_bytes(bundle, os_image, manifest))
+
+
+def bundle_needs(settings: Settings, engine: Engine, tag: str) -> tuple[list[ImageNeed], int]:
+    """The preflight's input for taking ``tag`` from the bundle: the images the engine lacks, and
+    the bytes of the boot files (``--dry-run`` shows the figures)."""
+    plan = _plan(settings, engine, tag)
+    return plan.needs, plan.boot
 
 
 def bundle_host_repository(settings: Settings, bundle: Bundle) -> str:
@@ -101,8 +136,10 @@ def release_manifest(bundle: Bundle, image: BundleImage, tag: str) -> ReleaseMan
 
 
 def boot_bytes(bundle: Bundle, image: BundleImage, manifest: ReleaseManifest) -> int:
-    """The bytes of the boot files the version stages (kernel, initrd), from the layers' headers."""
-    paths = {manifest.boot.kernel: False, **({manifest.boot.initrd: False} if manifest.boot.initrd else {})}
+    """The bytes of the boot files the version stages (kernel, initrd, its manifest), from the
+    layers' headers."""
+    paths = {MANIFEST_PATH: False, manifest.boot.kernel: False,
+             **({manifest.boot.initrd: False} if manifest.boot.initrd else {})}
     found = find_files(_layer_readers(bundle, image), paths, limit=0)
     return sum(f.size for f in found.values() if f is not None)
 
@@ -128,7 +165,7 @@ def _layer_readers(bundle: Bundle, image: BundleImage) -> list[Callable[[], obje
     return [lambda digest=layer.digest: bundle.read_blob(digest) for layer in image.layers]
 
 
-def _bytes_shown(progress: Callable[[PullProgress], None] | None, bundle: Bundle,
+def _bytes_shown(progress: Progress | None, bundle: Bundle,
                  images: list[BundleImage]) -> Callable[[int], None] | None:
     """Progress of the whole load in bytes of its total, as one bar named after the bundle."""
     if progress is None:
@@ -139,6 +176,6 @@ def _bytes_shown(progress: Callable[[PullProgress], None] | None, bundle: Bundle
     def moved(count: int) -> None:
         nonlocal done
         done += count
-        progress(PullProgress(bundle.path.name, "bundle", "Loading", min(done, total), total))
+        progress(PullProgress(bundle.path.name, "bundle", "Downloading", min(done, total), total))
 
     return moved

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from osctl.adapters import fsutil
 from osctl.adapters.engine import Engine
+from osctl.adapters.registry import Registry
 from osctl.domain.preflight import (
     ESP_MARGIN_FLOOR,
     ImageNeed,
@@ -26,6 +28,7 @@ from osctl.domain.preflight import (
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import OsctlError
+from osctl.models.refs import Digest
 
 ENGINE_PLACE, ROOT_PLACE, ESP_PLACE = "engine data root", "host root", "ESP"
 
@@ -61,6 +64,21 @@ def measure(settings: Settings, engine: Engine, images: Sequence[ImageNeed], boo
         _local_place(ESP_PLACE, str(settings.esp), settings.esp, esp_total, places, floor=ESP_MARGIN_FLOOR)
     return SpaceReport(places, download, unpack, boot_bytes, skipped, subject=subject,
                        keep_hint=_keep_hint(settings))
+
+
+def registry_need(registry: Registry, digest: Digest, name: str) -> ImageNeed:
+    """What pulling the image ``digest`` of ``registry`` brings: its layers, from its manifest and
+    config (two small requests; the layers themselves are not touched)."""
+    image = registry.image_manifest(digest)
+    return ImageNeed.of(name, image.layers, diff_ids(registry.image_config(image.config.digest, name)))
+
+
+def diff_ids(config: dict[str, Any]) -> list[str]:
+    """An image config's ``rootfs.diff_ids`` (empty when it has none that are text: an estimate
+    then counts every layer as missing)."""
+    rootfs = config.get("rootfs")
+    found = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    return [d for d in found if isinstance(d, str)] if isinstance(found, list) else []
 
 
 def _engine_place(engine: Engine, need: int, places: list[PlaceNeed], skipped: list[Skipped]) -> None:

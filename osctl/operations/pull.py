@@ -24,6 +24,7 @@ from osctl.adapters.registry import Registry
 from osctl.constants import MANIFEST_PATH, TRUST_ROOT_FILE, TRUST_ROOT_PATH
 from osctl.domain.current import make_current
 from osctl.domain.imagefacts import ImageFacts
+from osctl.domain.preflight import BOOT_ESTIMATE, SpaceReport
 from osctl.domain.naming import hold_ref
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
@@ -35,7 +36,10 @@ from osctl.models.registry import TagManifest
 from osctl.models.store import StoreRecord
 from osctl.models.version import OsVersion, try_parse
 from osctl.operations.osimage import OsImageReport, inspect_os_image
+from osctl.operations.preflight import measure, preflight, registry_need
 from osctl.operations.trust import for_settings
+
+Progress = Callable[[PullProgress | SpaceReport], None]  # the preflight's figures come first, then bytes
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ def pull_version(
     engine: Engine,
     version: str,
     *,
-    progress: Callable[[PullProgress], None] | None = None,
+    progress: Progress | None = None,
     registry: Registry | None = None,
     locked: bool = False,
 ) -> PullResult:
@@ -64,7 +68,7 @@ def pull_version(
         return _pull(settings, engine, tag, progress, registry)
 
 
-def _pull(settings: Settings, engine: Engine, tag: str, progress: Callable[[PullProgress], None] | None,
+def _pull(settings: Settings, engine: Engine, tag: str, progress: Progress | None,
           registry: Registry | None) -> PullResult:
     store = Store(settings.root)
     existing = store.get(tag)
@@ -96,32 +100,70 @@ class Fetched:
 
 
 def _fetch_from_registry(settings: Settings, engine: Engine, tag: str,
-                         progress: Callable[[PullProgress], None] | None, registry: Registry | None) -> Fetched:
+                         progress: Progress | None, registry: Registry | None) -> Fetched:
     repo = settings.require_image()
     trust = for_settings(settings)
     registry = registry or Registry(repo)
-    if trust.enforced:
-        signed = trust.require(tag)  # refused unless signed, not revoked, and the metadata fresh
-        wanted = registry.manifest(signed.digest)
-    else:
-        wanted = resolve(registry, repo, tag)
+    wanted = wanted_manifest(settings, registry, tag)
     by_digest = ImageRef(repo).at(wanted.digest)
     was_there = engine.image(by_digest) is not None
+    if not was_there:  # before the first byte; the boot files' size is known only once the image is in
+        _shown(progress, preflight(settings, engine, [registry_need(registry, wanted.digest, tag)], BOOT_ESTIMATE,
+                                   subject=tag))
     try:
         report = verified_image(settings, engine, registry, by_digest, tag, wanted, progress,
                                 tag_must_match=not trust.enforced)
         if trust.enforced:
             require_pinned_services(tag, report.manifest)
+        refs = sorted({s.image for s in report.manifest.services.values() if s.image})
+        missing = [ref for ref in refs if engine.image(ref) is None]
+        preflight(settings, engine, [registry_need(Registry(ImageRef.parse(ref).repository),
+                                                   _digest_of(ref), ref) for ref in missing],
+                  sum(len(data) for data in report.artifacts.values()) + len(report.manifest_text), subject=tag)
     except OsctlError as exc:
         if isinstance(exc, ManifestError):  # this digest is no OS image: list-versions and upgrade learn it
             ImageFacts(settings.root).remember_failure(wanted.digest, exc.message)
         if not was_there:  # leave the engine as it was: drop the name this pull added
             engine.untag(by_digest)
         raise
-    service_images = {}
-    for ref in sorted({s.image for s in report.manifest.services.values() if s.image}):
-        service_images[ref] = engine.pull(ref, progress).id
+    service_images = {ref: engine.pull(ref, progress).id for ref in refs}
     return Fetched(repo, wanted.digest, report, service_images)
+
+
+def wanted_manifest(settings: Settings, registry: Registry, tag: str) -> TagManifest:
+    """The manifest a pull of ``tag`` takes: the signed digest with a trusted root (refused
+    unless signed, not revoked, and the metadata fresh), else what the tag points at now."""
+    trust = for_settings(settings)
+    if trust.enforced:
+        return registry.manifest(trust.require(tag).digest)
+    return resolve(registry, registry.repository, tag)
+
+
+def measure_space(settings: Settings, engine: Engine, tag: str) -> SpaceReport:
+    """The preflight's figures for taking ``tag`` now, without its verdict (``--dry-run``).
+
+    From a registry, the OS image alone (its service images are named inside it) and an
+    estimate of its boot files; from a bundle, everything, exactly.
+    """
+    if settings.bundle is not None:
+        from osctl.operations.bundleinstall import bundle_needs
+
+        images, boot = bundle_needs(settings, engine, tag)
+        return measure(settings, engine, images, boot, subject=tag)
+    registry = Registry(settings.require_image())
+    return measure(settings, engine, [registry_need(registry, wanted_manifest(settings, registry, tag).digest, tag)],
+                   BOOT_ESTIMATE, subject=tag)
+
+
+def _digest_of(ref: str) -> Digest:
+    parsed = ImageRef.parse(ref)
+    return parsed.digest or Registry(parsed.repository).manifest(parsed.pin).digest
+
+
+def _shown(progress: Progress | None, report: SpaceReport) -> None:
+    """Hand the preflight's figures to the progress display (its total), when there is one."""
+    if progress is not None:
+        progress(report)
 
 
 def _store(settings: Settings, engine: Engine, store: Store, tag: str, fetched: Fetched,
@@ -155,7 +197,7 @@ def _store(settings: Settings, engine: Engine, store: Store, tag: str, fetched: 
 
 
 def verified_image(settings: Settings, engine: Engine, registry: Registry, by_digest: ImageRef, tag: str,
-                   wanted: TagManifest, progress: Callable[[PullProgress], None] | None, *,
+                   wanted: TagManifest, progress: Progress | None, *,
                    tag_must_match: bool = True) -> OsImageReport:
     """Pull by digest and check the image contract, the digest, and that the tag did not move.
 

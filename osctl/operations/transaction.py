@@ -59,6 +59,7 @@ class Plan:
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    space: dict[str, object] | None = None  # the preflight's figures, when a dry run measured them
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

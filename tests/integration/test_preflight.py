@@ -3,12 +3,9 @@ against its own layer store on disk), and ``osctl pull`` refused on a host root 
 
 from __future__ import annotations
 
-import inspect
-import json
 import os
 import re
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,15 +13,10 @@ import docker
 import pytest
 
 from osctl.adapters.engine import Engine, chain_ids
-from osctl.domain.preflight import ImageNeed, engine_need
-from tests.support.hosts import OS_REPO, REGISTRY, Host, host_objects
-
-
-def _pull_is_wired() -> bool:
-    """Whether ``osctl pull`` asks the preflight before downloading (the lead's part of issue 17)."""
-    from osctl.operations import pull
-
-    return re.search(r"\bpreflight\(", inspect.getsource(pull)) is not None
+from osctl.adapters.registry import Registry
+from osctl.domain.preflight import engine_need
+from osctl.operations.preflight import registry_need
+from tests.support.hosts import OS_REPO, Host, host_objects
 
 
 def _layer_store(client: docker.DockerClient) -> set[str] | None:
@@ -35,18 +27,6 @@ def _layer_store(client: docker.DockerClient) -> set[str] | None:
     if not folder.is_dir():
         return None
     return {f"sha256:{name}" for name in os.listdir(folder) if re.fullmatch(r"[0-9a-f]{64}", name)}
-
-
-def _from_registry(tag: str) -> tuple[bytes, bytes]:
-    """A tag's manifest and config blob, read from the registry without osctl."""
-    name = OS_REPO.split("/", 1)[1]
-    req = urllib.request.Request(f"http://{REGISTRY}/v2/{name}/manifests/{tag}",
-                                 headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        manifest = resp.read()
-    config = json.loads(manifest)["config"]["digest"]
-    with urllib.request.urlopen(f"http://{REGISTRY}/v2/{name}/blobs/{config}", timeout=10) as resp:
-        return manifest, resp.read()
 
 
 def test_data_root_is_the_engines(docker_client: docker.DockerClient) -> None:
@@ -68,7 +48,8 @@ def test_layer_chains_are_the_engines_layer_store(docker_client: docker.DockerCl
     finally:
         engine.close()
     assert set(chain_ids(layers)) <= chains and len(layers) > 1
-    need = ImageNeed.from_manifest("v1.6", *_from_registry("v1.6"))
+    registry = Registry(OS_REPO)
+    need = registry_need(registry, registry.manifest("v1.6").digest, "v1.6")
     assert engine_need([need], chains) == (0, 0), "its manifest and config name the layers the engine has"
     assert engine_need([need], set())[0] == sum(layer.size for layer in need.layers) > 0
     if before is None or after is None:
@@ -98,7 +79,6 @@ def _tags(client: docker.DockerClient, image_id: str) -> list[str]:
         return []
 
 
-@pytest.mark.skipif(not _pull_is_wired(), reason="needs the lead's wiring")
 def test_pull_that_does_not_fit_is_refused_before_the_first_byte(host: Host, small_root: Path,
                                                                 docker_client: docker.DockerClient) -> None:
     before = _image_ids(docker_client)
