@@ -183,11 +183,13 @@ class Bundle:
                 if count > MAX_MEMBERS:
                     raise self._error(f"more than {MAX_MEMBERS} members; not a bundle")
                 name = entry.name.removeprefix("./")
+                if entry.kind == "dir":
+                    name = name.rstrip("/")
                 shown = repr(name[:100])
                 if entry.offset + entry.size > self._length:
                     raise self._error(f"the data of member {shown} runs past the end of the file (cut short?)",
                                       hint="copy the file again: it is incomplete")
-                if entry.kind == "dir" and name.rstrip("/") in ("blobs", "blobs/sha256"):
+                if entry.kind == "dir" and name in ("blobs", "blobs/sha256"):
                     continue
                 if name in seen:
                     raise self._error(f"member {shown} is there twice")
@@ -213,7 +215,8 @@ class Bundle:
             raise BundleError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         return members
 
-    def _json(self, name: str, limit: int = MAX_INDEX) -> Any:
+    def _json(self, name: str, limit: int | None = None) -> Any:
+        limit = MAX_INDEX if limit is None else limit
         member = self._members.get(name)
         if member is None:
             raise self._error(f"no {name} in it; not an osctl bundle")
