@@ -256,6 +256,13 @@ class LayerStream:
                 return
             count -= got
 
+    def drain(self) -> None:
+        """Take the blob's remaining chunks (padding after the tar's end) without decompressing
+        them: a source that checks the blob's hash does so at its end, and the files read from
+        it count only once that check has passed."""
+        for _ in self._chunks:
+            pass
+
 
 @dataclass(frozen=True)
 class Found:
@@ -381,6 +388,7 @@ def _scan_layer(layer: Callable[[], Iterator[bytes]], queries: list[_Query], lim
                 if len(data) < entry.size:
                     raise TarFormatError(f"ends inside the data of {entry.name[:100]!r} (cut short?)")
             facts[path] = _Fact(entry.kind, entry.size, entry.linkname, data)
+        source.drain()
     except TarFormatError as exc:
         raise ImageFileError(which, f"not a readable tar layer: it {exc}") from None
     return facts

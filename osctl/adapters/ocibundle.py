@@ -291,7 +291,7 @@ class Bundle:
                 raise self._error(f"{where}: metadata has no source manifest of its own")
             source_bytes = self.blob_bytes(entry.source, MAX_INDEX)
             doc = self._parse(source_bytes, f"the source manifest of {entry.ref_name}")
-            source_type = doc.get("mediaType") if isinstance(doc, dict) else None
+            source_type = doc.get("mediaType", OCI_MANIFEST) if isinstance(doc, dict) else None  # optional in OCI
             try:
                 if source_type not in (DOCKER_MANIFEST, OCI_MANIFEST):
                     raise ValueError(f"its media type is {str(source_type)[:80]!r}")
@@ -544,6 +544,8 @@ class BundleWriter:
                               "not one image manifest")
         try:
             doc = json.loads(manifest)
+            if isinstance(doc, dict) and doc.get("mediaType", media_type) != media_type:
+                raise ValueError(f"it says it is {str(doc.get('mediaType'))[:80]!r}, not {media_type}")
             config, layers = _manifest(doc, role)
         except (ValueError, RecursionError) as exc:
             raise BundleError(f"cannot add {ref_name} to {self.dest}: its manifest is malformed ({exc})") from None

@@ -186,3 +186,19 @@ def test_a_gzip_bomb_is_read_in_bounded_pieces() -> None:
     assert len(blob) < 1 << 20
     got = find([lambda: iter([blob])], "/zeros", "/etc/a", limit=1024)
     assert got["/zeros"] == Found("/zeros", 64 << 20, None) and data(got["/etc/a"]) == b"after"
+
+
+def test_a_layer_is_read_to_its_end_so_that_its_source_can_check_it() -> None:
+    """Bytes after the tar's end block are still taken: a bundle's blob reader raises its
+    IntegrityError only after its last chunk."""
+    blob = gzip.compress(tar_bytes([("etc/a", b"a")]) + bytes(20000))
+
+    class Damaged(Exception):
+        pass
+
+    def checked() -> Iterator[bytes]:
+        yield from (blob[i:i + 100] for i in range(0, len(blob), 100))
+        raise Damaged("does not hash")
+
+    with pytest.raises(Damaged):
+        find([checked], "/etc/a")
