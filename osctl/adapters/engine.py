@@ -277,6 +277,42 @@ class Engine:
             raise
         return "removed"
 
+    def load(self, chunks: Iterable[bytes]) -> list[str]:
+        """Load the docker-archive streamed by ``chunks``; the ids of the images the engine says
+        it loaded (``Loaded image ID: sha256:...``; images the archive tags are not counted).
+
+        The engine's answer is read to its end (a half-read answer blocks the next call). An
+        exception raised by ``chunks`` (a bundle's ``IntegrityError``) comes out as itself,
+        whatever requests or the SDK make of it: the request then ends without its last chunk,
+        the engine sees a cut-short archive, and loads nothing of it.
+        """
+        failed: list[BaseException] = []
+
+        def body() -> Iterator[bytes]:
+            try:
+                yield from chunks
+            except BaseException as exc:
+                failed.append(exc)
+                raise
+
+        loaded: list[str] = []
+        try:
+            with self._translated("loading images into the engine"):
+                for event in self._docker.api.load_image(data=body(), quiet=True):
+                    if not isinstance(event, dict):
+                        continue
+                    if event.get("error") or event.get("errorDetail"):
+                        detail = event.get("error") or (event.get("errorDetail") or {}).get("message")
+                        raise EngineError(f"loading images into the engine: {str(detail)[:300]}")
+                    text = str(event.get("stream") or "").strip()
+                    if text.startswith("Loaded image ID: ") and DIGEST.fullmatch(text.split(": ", 1)[1]):
+                        loaded.append(text.split(": ", 1)[1])
+        except BaseException:
+            if failed:
+                raise failed[0] from None
+            raise
+        return loaded
+
     def read_files(self, image: ImageRef | str, paths: list[str], *,
                    labels: dict[str, str]) -> dict[str, bytes | None]:
         """Read files out of an image without running it: None for a path that is not there.
