@@ -284,7 +284,9 @@ class Engine:
         The engine's answer is read to its end (a half-read answer blocks the next call). An
         exception raised by ``chunks`` (a bundle's ``IntegrityError``) comes out as itself,
         whatever requests or the SDK make of it: the request then ends without its last chunk,
-        the engine sees a cut-short archive, and loads nothing of it.
+        the engine sees a cut-short archive, and loads nothing of it. Not ``quiet``: the engine's
+        progress events while it registers the layers keep a load of gigabytes from looking,
+        to the client's read timeout, like an engine that stopped answering.
         """
         failed: list[BaseException] = []
 
@@ -298,7 +300,7 @@ class Engine:
         loaded: list[str] = []
         try:
             with self._translated("loading images into the engine"):
-                for event in self._docker.api.load_image(data=body(), quiet=True):
+                for event in self._docker.api.load_image(data=body(), quiet=False):
                     if not isinstance(event, dict):
                         continue
                     if event.get("error") or event.get("errorDetail"):

@@ -30,15 +30,20 @@ def put_file(registry: Registry, name: str, data: bytes) -> Digest:
     """Publish ``data`` under the tag ``name``; the manifest's digest."""
     layer = registry.push_blob(data)
     config = registry.push_blob(EMPTY)
-    manifest = {
+    return registry.push_manifest(name, manifest(name, layer, len(data), config), MANIFEST_TYPE)
+
+
+def manifest(name: str, layer: Digest, size: int, config: Digest) -> bytes:
+    """The artifact manifest of one file: the same bytes in a registry and in a bundle, so a
+    bundle's copy of the release metadata pushes back under the digest it had."""
+    doc = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
         "artifactType": ARTIFACT_TYPE,
         "config": {"mediaType": EMPTY_TYPE, "digest": config, "size": len(EMPTY)},
-        "layers": [{"mediaType": LAYER_TYPE, "digest": layer, "size": len(data), "annotations": {TITLE: name}}],
+        "layers": [{"mediaType": LAYER_TYPE, "digest": layer, "size": size, "annotations": {TITLE: name}}],
     }
-    body = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
-    return registry.push_manifest(name, body, MANIFEST_TYPE)
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
 def get_file(registry: Registry, name: str, max_length: int) -> bytes:

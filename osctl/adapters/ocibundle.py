@@ -37,7 +37,7 @@ from typing import Any, Literal
 from osctl.adapters import ociartifact
 from osctl.adapters.layerfiles import BLOCK, TarFormatError, tar_entries
 from osctl.errors import BundleError, IntegrityError
-from osctl.models.refs import Digest, ImageRef, Tag
+from osctl.models.refs import TAG, Digest, ImageRef, Tag
 
 MAX_INDEX = 4 << 20  # index.json, manifest.json, any manifest or config blob read into memory
 MAX_MEMBERS = 100_000
@@ -266,10 +266,14 @@ class Bundle:
         if ref_name in self._images:
             return self._images[ref_name]
         entry = next((e for e in self.entries if e.ref_name == ref_name), None)
-        if entry is None:
-            held = [e.ref_name for e in self.entries if e.role != "metadata"]
+        if entry is None:  # named as what was asked for: a version among versions, an image among images
+            versions = [e.ref_name for e in self.entries if e.role == "os"]
+            asked_version = TAG.fullmatch(ref_name) is not None
+            held = versions if asked_version else [e.ref_name for e in self.entries if e.role == "service"]
             shown = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
-            raise BundleError(f"{self.path} holds no {ref_name[:120]} (it holds {shown or 'no images'})")
+            what = "versions" if asked_version else "service images"
+            raise BundleError(f"{self.path} holds no {ref_name[:120]} (its {what}: {shown or 'none'})",
+                              hint="osctl bundle inspect shows what it holds")
         image = self._read_image(entry)
         self._images[ref_name] = image
         return image
@@ -585,7 +589,7 @@ class BundleWriter:
             raise BundleError(f"cannot add metadata {name} to {self.dest}: {len(data)} bytes, more than {MAX_INDEX}")
         layer = self._add_bytes(data)
         config = self._add_bytes(ociartifact.EMPTY)
-        body = artifact_manifest(name, layer, len(data), config)
+        body = ociartifact.manifest(name, layer, len(data), config)
         self._record(ref_name, ref_name, "metadata", self._add_bytes(body), len(body), None)
 
     def _record(self, ref_name: str, name: str, role: Role, digest: Digest, size: int, source: Digest | None) -> None:
@@ -604,6 +608,10 @@ class BundleWriter:
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
+            # mkstemp made it private; a bundle is meant to be carried and read: the usual mode
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(self._file.fileno(), 0o666 & ~umask)
             self._file.close()
             os.replace(self.partial, self.dest)
             folder = os.open(self.dest.parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -628,18 +636,6 @@ class BundleWriter:
     def __exit__(self, *exc: object) -> None:
         if not self._done:
             self.abort()
-
-
-def artifact_manifest(name: str, layer: Digest, size: int, config: Digest) -> bytes:
-    """The manifest ``ociartifact.put_file`` pushes for a file (same keys, same serialization)."""
-    return json.dumps({
-        "schemaVersion": 2,
-        "mediaType": ociartifact.MANIFEST_TYPE,
-        "artifactType": ociartifact.ARTIFACT_TYPE,
-        "config": {"mediaType": ociartifact.EMPTY_TYPE, "digest": config, "size": len(ociartifact.EMPTY)},
-        "layers": [{"mediaType": ociartifact.LAYER_TYPE, "digest": layer, "size": size,
-                    "annotations": {ociartifact.TITLE: name}}],
-    }, separators=(",", ":"), sort_keys=True).encode()
 
 
 def _canonical(doc: object) -> bytes:

@@ -21,11 +21,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from osctl.adapters.layerfiles import find_files
 from osctl.adapters.ocibundle import Bundle, BundleImage, BundleWriter
 from osctl.adapters.registry import Registry
-from osctl.constants import LABEL_OS_VERSION, MANIFEST_PATH
-from osctl.domain.manifest import parse_manifest
+from osctl.constants import LABEL_OS_VERSION
 from osctl.domain.settings import Settings
 from osctl.errors import BundleError, IntegrityError, Issue, ManifestError, OsctlError, TrustError
 from osctl.models.engine import PullProgress
@@ -34,10 +32,9 @@ from osctl.models.refs import Digest, ImageRef
 from osctl.models.registry import ImageManifest
 from osctl.models.version import OsVersion, try_parse
 from osctl.operations.bundlesource import BundleMetadata, bundle_repository, open_bundle
+from osctl.operations.osimage import manifest_from_layers
 from osctl.operations.pull import require_pinned_services, resolve
 from osctl.operations.trust import for_settings, metadata_repository
-
-MAX_MANIFEST = 1 << 20  # a release manifest read out of a layer
 
 Progress = Callable[[PullProgress], None]
 
@@ -82,7 +79,7 @@ def create(settings: Settings, versions: list[str], dest: Path, *, progress: Pro
             created.versions[tag] = image.digest
         if trust.enforced:
             for name, data in sorted(trust.offline_files().items()):
-                writer.add_metadata(repository=metadata_repository(repo), name=name, data=data)
+                writer.add_metadata(repository=repo, name=name, data=data)
         else:
             trust.note_unverified()
         writer.commit()
@@ -129,10 +126,7 @@ def _release_manifest(registry: Registry, image: ImageManifest, tag: str) -> Rel
                                           if label is None else f"{label[:40]!r} differs from the tag {tag!r}")])
     readers = [lambda layer=layer: registry.blob_chunks(layer.digest, layer.size, f"{where} layer")
                for layer in image.layers]
-    found = find_files(readers, {MANIFEST_PATH: True}, limit=MAX_MANIFEST)[MANIFEST_PATH]
-    if found is None or found.data is None:
-        raise ManifestError(where, [Issue("", f"{MANIFEST_PATH} is not in the image: this is not an osctl OS image")])
-    return parse_manifest(found.data, f"{where}:{MANIFEST_PATH}", expected_version=tag)
+    return manifest_from_layers(readers, where, tag)
 
 
 def _shown(chunks: Iterator[bytes], progress: Progress | None, what: str, digest: Digest,

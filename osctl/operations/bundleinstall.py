@@ -13,28 +13,24 @@ against the OS image contract by the engine, exactly as a pulled one (``inspect_
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from osctl.adapters.engine import Engine
-from osctl.adapters.layerfiles import find_files
 from osctl.adapters.ocibundle import Bundle, BundleImage
-from osctl.constants import MANIFEST_PATH
-from osctl.domain.manifest import parse_manifest
 from osctl.domain.naming import HOLD_REPOSITORY
 from osctl.domain.preflight import ImageNeed
 from osctl.domain.settings import Settings
-from osctl.errors import BundleError, EngineError, IntegrityError, Issue, ManifestError, TrustError
+from osctl.errors import BundleError, EngineError, IntegrityError, TrustError
 from osctl.models.engine import PullProgress
 from osctl.models.manifest import ReleaseManifest
 from osctl.models.refs import ImageRef
 from osctl.operations.bundlesource import bundle_repository, open_bundle
-from osctl.operations.osimage import inspect_os_image
+from osctl.operations.osimage import boot_bytes_in_layers, inspect_os_image, manifest_from_layers
 from osctl.operations.preflight import preflight
 from osctl.operations.pull import Fetched, Progress, require_pinned_services
 from osctl.operations.trust import for_settings
 
-MAX_MANIFEST = 1 << 20  # the release manifest read out of a layer: a YAML file of kilobytes
 
 
 def fetch_from_bundle(settings: Settings, engine: Engine, tag: str,
@@ -99,7 +95,8 @@ def _plan(settings: Settings, engine: Engine, tag: str) -> _Plan:
         require_pinned_services(tag, manifest)
     services = service_images(bundle, manifest, tag)
     needed = [image for image in (os_image, *services.values()) if engine.image(image.config) is None]
-    return _Plan(bundle, repository, os_image, services, needed, boot_bytes(bundle, os_image, manifest))
+    boot = boot_bytes_in_layers(_layer_readers(bundle, os_image), manifest, f"{bundle.path}:{tag}")
+    return _Plan(bundle, repository, os_image, services, needed, boot)
 
 
 def bundle_needs(settings: Settings, engine: Engine, tag: str) -> tuple[list[ImageNeed], int]:
@@ -126,22 +123,7 @@ def bundle_host_repository(settings: Settings, bundle: Bundle) -> str:
 
 def release_manifest(bundle: Bundle, image: BundleImage, tag: str) -> ReleaseManifest:
     """The release manifest, read from the OS image's layers in the bundle (hashed as they are read)."""
-    where = f"{bundle.path}:{tag}:{MANIFEST_PATH}"
-    found = find_files(_layer_readers(bundle, image), {MANIFEST_PATH: True}, limit=MAX_MANIFEST)[MANIFEST_PATH]
-    if found is None or found.data is None:
-        problem = "is larger than a release manifest can be" if found is not None else \
-            "is not in the image: this is not an osctl OS image"
-        raise ManifestError(where, [Issue("", f"{MANIFEST_PATH} {problem}")])
-    return parse_manifest(found.data, where, expected_version=tag)
-
-
-def boot_bytes(bundle: Bundle, image: BundleImage, manifest: ReleaseManifest) -> int:
-    """The bytes of the boot files the version stages (kernel, initrd, its manifest), from the
-    layers' headers."""
-    paths = {MANIFEST_PATH: False, manifest.boot.kernel: False,
-             **({manifest.boot.initrd: False} if manifest.boot.initrd else {})}
-    found = find_files(_layer_readers(bundle, image), paths, limit=0)
-    return sum(f.size for f in found.values() if f is not None)
+    return manifest_from_layers(_layer_readers(bundle, image), f"{bundle.path}:{tag}", tag)
 
 
 def service_images(bundle: Bundle, manifest: ReleaseManifest, tag: str) -> dict[str, BundleImage]:
@@ -161,8 +143,8 @@ def service_images(bundle: Bundle, manifest: ReleaseManifest, tag: str) -> dict[
     return found
 
 
-def _layer_readers(bundle: Bundle, image: BundleImage) -> list[Callable[[], object]]:
-    return [lambda digest=layer.digest: bundle.read_blob(digest) for layer in image.layers]
+def _layer_readers(bundle: Bundle, image: BundleImage) -> list[Callable[[], Iterator[bytes]]]:
+    return [lambda layer=layer: bundle.read_blob(layer.digest, layer.size) for layer in image.layers]
 
 
 def _bytes_shown(progress: Progress | None, bundle: Bundle,

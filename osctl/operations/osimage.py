@@ -7,12 +7,13 @@ or that lacks its boot artifacts must never become a stored, bootable version.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from osctl.adapters import fsutil
 from osctl.adapters.engine import Engine
+from osctl.adapters.layerfiles import Found, find_files
 from osctl.constants import LABEL_OS_VERSION, MANIFEST_PATH, TRUST_ROOT_PATH
 from osctl.domain.manifest import parse_manifest
 from osctl.domain.naming import host_labels
@@ -124,6 +125,41 @@ def inspect_os_image(
         raise ManifestError(str(ref), [Issue("", f"{TRUST_ROOT_PATH} is larger than {MAX_TRUST_ROOT} bytes: "
                                                  "not a root.json")])
     return OsImageReport(ref, info, manifest, text, artifacts, found.get(TRUST_ROOT_PATH))
+
+
+MAX_MANIFEST = 1 << 20  # a release manifest read straight out of a layer: a YAML file of kilobytes
+
+
+def manifest_from_layers(layers: Sequence[Callable[[], Iterator[bytes]]], where: str, version: str) -> ReleaseManifest:
+    """The release manifest of an image that is not in the engine, read from its layer blobs
+    (a registry's or a bundle's, base first): to know its service images before any is fetched.
+
+    It passes the same parser as a pulled image's; the engine checks the whole contract again
+    once the image is in (``inspect_os_image``).
+    """
+    found = _layer_files(layers, {MANIFEST_PATH: True}, where)[MANIFEST_PATH]
+    if found is None or found.data is None:
+        problem = "is larger than a release manifest can be" if found is not None else \
+            "is not in the image: this is not an osctl OS image"
+        raise ManifestError(where, [Issue("", f"{MANIFEST_PATH} {problem}")])
+    return parse_manifest(found.data, f"{where}:{MANIFEST_PATH}", expected_version=version)
+
+
+def boot_bytes_in_layers(layers: Sequence[Callable[[], Iterator[bytes]]], manifest: ReleaseManifest,
+                         where: str) -> int:
+    """The bytes of the files a version stages for booting (its manifest, kernel, initrd), from
+    the layers' tar headers: what the preflight needs before the image is in the engine."""
+    paths = {MANIFEST_PATH: False, manifest.boot.kernel: False,
+             **({manifest.boot.initrd: False} if manifest.boot.initrd else {})}
+    return sum(found.size for found in _layer_files(layers, paths, where).values() if found is not None)
+
+
+def _layer_files(layers: Sequence[Callable[[], Iterator[bytes]]], paths: dict[str, bool], where: str
+                 ) -> dict[str, Found | None]:
+    try:
+        return find_files(layers, paths, limit=MAX_MANIFEST)
+    except ImageFileError as exc:  # a broken layer, a link loop: the image is not a usable OS image
+        raise ManifestError(where, [Issue("", f"{exc.path}: {exc.problem}" if exc.path else exc.problem)]) from None
 
 
 def _read_files(engine: Engine, ref: str, wanted: dict[str, str], host_id: str) -> dict[str, bytes | None]:
