@@ -472,7 +472,9 @@ class Registry:
             data = body() if callable(body) else body
             resp = self._session.request(method, url, headers=headers, proxies=proxies, timeout=self._timeout,
                                          stream=True, data=data)
-            if not (stream and resp.status_code < 300):
+            if method == "HEAD":  # no body; its Content-Length is the blob's (a layer may well exceed MAX_BODY)
+                resp._content = b""
+            elif not (stream and resp.status_code < 300):
                 _read_bounded(resp, self.host, where)
         except requests.RequestException as exc:
             cause = _innermost(exc)

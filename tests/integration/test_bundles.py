@@ -51,10 +51,6 @@ def stored(host: Host) -> set[str]:
     return {p.stem for p in folder.glob("*.json")} if folder.exists() else set()
 
 
-def image_ids(client: docker.DockerClient) -> set[str]:
-    return {image["Id"] for image in client.api.images(all=True)}
-
-
 @pytest.fixture(scope="module")
 def shipped_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle of the shipped v1.6 (unsigned), made once for the tests that only read it."""
@@ -63,6 +59,22 @@ def shipped_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     maker.root.mkdir()
     ok(maker, "bundle", "create", "v1.6", "-o", str(path))
     return path
+
+
+@pytest.fixture
+def absent_bundle(publish: Callable[..., str], docker_client: docker.DockerClient,
+                  tmp_path: Path) -> tuple[Path, str, str]:
+    """A bundle of v2.3, a version of the test's own that then leaves the registry and the
+    engine: (bundle, repository, the OS image's config digest, i.e. its engine image id)."""
+    repo = publish("v2.3", shipped_manifest("v1.5"))
+    maker = Host(f"osctltest-{uuid.uuid4().hex[:10]}", tmp_path / "maker", image=repo)
+    maker.root.mkdir()
+    bundle = tmp_path / "absent.tar"
+    ok(maker, "bundle", "create", "v2.3", "-o", str(bundle))
+    image_id = docker_client.images.get(f"{repo}:v2.3").id
+    registry_tools.delete_repository(REGISTRY, repo.split("/", 1)[1])
+    docker_client.images.remove(f"{repo}:v2.3")
+    return bundle, repo, image_id
 
 
 # ---------------------------------------------------------------- no registry at all
@@ -147,23 +159,6 @@ def _members(path: Path) -> list[tarfile.TarInfo]:
         return tar.getmembers()
 
 
-def _damaged(source: Path, dest: Path, how: str) -> Path:
-    data = bytearray(source.read_bytes())
-    if how == "truncated":
-        del data[len(data) * 2 // 3:]
-    elif how == "not a bundle":
-        data = bytearray(b"this is a shopping list, not a tar\n" * 100)
-    elif how == "flipped":  # one byte inside the OS image's largest layer
-        index = json.loads(_read_member(source, "index.json"))
-        entry = next(e for e in index["manifests"] if e["annotations"]["org.opencontainers.image.ref.name"] == "v1.6")
-        manifest = json.loads(_read_member(source, "blobs/sha256/" + entry["digest"].split(":")[1]))
-        layer = max(manifest["layers"], key=lambda layer: layer["size"])["digest"].split(":")[1]
-        member = next(m for m in _members(source) if m.name.endswith(layer))
-        data[member.offset_data + member.size // 2] ^= 0xFF
-    dest.write_bytes(bytes(data))
-    return dest
-
-
 def _read_member(path: Path, name: str) -> bytes:
     with tarfile.open(path) as tar:
         handle = tar.extractfile(name)
@@ -171,19 +166,48 @@ def _read_member(path: Path, name: str) -> bytes:
         return handle.read()
 
 
-@pytest.mark.parametrize(("how", "code", "says"), [
-    ("truncated", USAGE, ("cut short",)),
-    ("not a bundle", USAGE, ("not a tar file",)),
-    ("flipped", 1, ("does not hash",)),
-])
-def test_a_damaged_bundle_is_refused_and_leaves_nothing(host: Host, shipped_bundle: Path, tmp_path: Path,
-                                                          docker_client: docker.DockerClient, how: str, code: int,
-                                                          says: tuple[str, ...]) -> None:
-    bad = _damaged(shipped_bundle, tmp_path / "bad.tar", how)
-    before = image_ids(docker_client)
-    refused(host, "pull", "v1.6", "--from", str(bad), code=code, says=(str(bad), *says))
+def _os_layers(path: Path, version: str) -> list[str]:
+    index = json.loads(_read_member(path, "index.json"))
+    entry = next(e for e in index["manifests"] if e["annotations"]["org.opencontainers.image.ref.name"] == version)
+    manifest = json.loads(_read_member(path, "blobs/sha256/" + entry["digest"].split(":")[1]))
+    return [layer["digest"].split(":")[1] for layer in manifest["layers"]]
+
+
+def _flip(source: Path, dest: Path, blob: str) -> Path:
+    """A copy of ``source`` with one byte in the middle of the blob ``blob`` (hex) changed."""
+    data = bytearray(source.read_bytes())
+    member = next(m for m in _members(source) if m.name.endswith(blob))
+    data[member.offset_data + member.size // 2] ^= 0xFF
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+@pytest.mark.parametrize(("how", "says"), [("truncated", "cut short"), ("not a bundle", "not a tar file")])
+def test_a_damaged_file_is_refused_in_one_line(host: Host, shipped_bundle: Path, tmp_path: Path, how: str,
+                                               says: str) -> None:
+    data = shipped_bundle.read_bytes()
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(data[:len(data) * 2 // 3] if how == "truncated" else b"a shopping list, not a tar\n" * 100)
+    refused(host, "pull", "v1.6", "--from", str(bad), code=USAGE, says=(str(bad), says))
     assert stored(host) == set()
-    assert image_ids(docker_client) <= before, "nothing new in the engine"
+
+
+@pytest.mark.parametrize("layer", ["base", "top"])
+def test_a_blob_that_does_not_hash_stops_the_install_and_the_engine_keeps_nothing(
+        host: Host, absent_bundle: tuple[Path, str, str], tmp_path: Path, docker_client: docker.DockerClient,
+        layer: str) -> None:
+    """The top layer holds the release manifest, read before anything is loaded; the base layer
+    is first read while the images stream into the engine, which must then keep nothing."""
+    bundle, repo, image_id = absent_bundle
+    layers = _os_layers(bundle, "v2.3")
+    bad = _flip(bundle, tmp_path / "bad.tar", layers[0] if layer == "base" else layers[-1])
+    host.image = repo
+    refused(host, "upgrade", "--to", "v2.3", "--from", str(bad), "-y", code=1, says=(str(bad), "does not hash"))
+    assert stored(host) == set() and not (host.root / "boot/osctl/boot.json").exists()
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(image_id)
+    ok(host, "pull", "v2.3", "--from", str(bundle))  # the undamaged bundle installs
+    assert docker_client.images.get(f"{repo}:v2.3").id == image_id
 
 
 def test_a_version_missing_from_the_bundle_is_named(host: Host, shipped_bundle: Path) -> None:
@@ -198,6 +222,40 @@ def test_a_bundle_of_another_repository_is_refused(host: Host, shipped_bundle: P
     refused(host, "pull", "v1.6", "--from", str(shipped_bundle), code=USAGE,
             says=(OS_REPO, "somebody/else", "refused"))
     assert stored(host) == set()
+
+
+def test_push_seeds_a_mirror_that_hosts_pull_the_same_digests_from(
+        host: Host, absent_bundle: tuple[Path, str, str], docker_client: docker.DockerClient) -> None:
+    bundle, _, image_id = absent_bundle
+    mirror = f"{REGISTRY}/osctl-test/{uuid.uuid4().hex[:8]}/os"
+    try:
+        pushed = host.osctl_json("bundle", "push", str(bundle), "--image", mirror)
+        assert isinstance(pushed, dict) and f"{mirror}:v2.3" in pushed["images"]
+        again = host.osctl_json("bundle", "push", str(bundle), "--image", mirror)
+        assert isinstance(again, dict) and again["blobs_sent"] == 0, "a second push sends nothing"
+        host.image = mirror
+        ok(host, "pull", "v2.3")  # from the mirror, as any host would
+        record = json.loads((host.root / "var/lib/osctl/store/v2.3.json").read_text())
+        seen = host.osctl_json("bundle", "inspect", str(bundle))
+        assert isinstance(seen, dict) and record["digest"] == seen["versions"][0]["digest"]
+        assert record["image_id"] == image_id
+    finally:
+        registry_tools.delete_repository(REGISTRY, mirror.split("/", 1)[1])
+        registry_tools.untag_local(docker_client, mirror)
+
+
+def test_user_data_pins_a_version_from_a_bundle_on_a_stick(host: Host, absent_bundle: tuple[Path, str, str]) -> None:
+    bundle, repo, _ = absent_bundle
+    stick = host.root / "media/stick"
+    stick.mkdir(parents=True)
+    bundle.rename(stick / "os.tar")
+    host.image = ""
+    user_data = host.root.parent / "user-data.yaml"
+    user_data.write_text(f"#cloud-config\nosctl:\n  image: {repo}\n  version: v2.3\n  from: media/stick/os.tar\n")
+    proc = ok(host, "cloud-init", "apply", "--user-data", str(user_data), "--json")
+    report = json.loads(proc.stdout)
+    assert "v2.3" in json.dumps(report), report
+    assert json.loads((host.root / "boot/osctl/boot.json").read_text())["default"] == "v2.3"
 
 
 # ---------------------------------------------------------------- signed bundles
