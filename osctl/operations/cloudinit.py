@@ -126,9 +126,10 @@ def apply(settings: Settings, engine: Engine, *, user_data: Path | None = None, 
         fsutil.atomic_write(settings.root / CI_DIR / "user-data", raw, mode=0o600)
     pinned = run.merged_settings.version if run.merged_settings else None
     bundle = run.merged_settings.bundle if run.merged_settings else None
-    if pinned and bundle and settings.bundle_option is None:
-        # `from:` names where the pinned version comes from; the converge below runs in this
-        # invocation, whose settings say where new content comes from (docs/bundles.md).
+    if pinned and bundle and settings.bundle_option is None and Store(settings.root).get(pinned) is None:
+        # `from:` names where the pinned version comes from, until it is stored (the stick may
+        # be gone by the next boot); the converge below runs in this invocation, whose settings
+        # say where new content comes from (docs/bundles.md).
         settings.bundle_option = str(settings.root / bundle)
     if pinned and converge is not None:
         run.once_step("converge", lambda: converge(pinned))
