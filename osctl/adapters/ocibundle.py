@@ -38,6 +38,7 @@ from osctl.adapters import ociartifact
 from osctl.adapters.layerfiles import BLOCK, TarFormatError, tar_entries
 from osctl.errors import BundleError, IntegrityError
 from osctl.models.refs import TAG, Digest, ImageRef, Tag
+from osctl.models.registry import Descriptor
 
 MAX_INDEX = 4 << 20  # index.json, manifest.json, any manifest or config blob read into memory
 MAX_MEMBERS = 100_000
@@ -69,13 +70,6 @@ _HINT_DAMAGED = "the file is damaged or not an osctl bundle; copy or make it aga
 
 
 @dataclass(frozen=True)
-class LayerBlob:
-    digest: Digest
-    size: int
-    media_type: str
-
-
-@dataclass(frozen=True)
 class BundleEntry:
     """One ``index.json`` entry, typed; ``size`` is its manifest's byte count."""
 
@@ -104,7 +98,7 @@ class BundleImage:
     source_media_type: str
     config: Digest
     config_bytes: bytes
-    layers: tuple[LayerBlob, ...]
+    layers: tuple[Descriptor, ...]
     diff_ids: tuple[str, ...]
 
     @property
@@ -693,7 +687,7 @@ def _descriptor(value: object, where: str) -> tuple[Digest, int, str]:
     return digest, size, str(value.get("mediaType"))[:100]
 
 
-def _manifest(doc: object, role: Role) -> tuple[tuple[Digest, int], list[LayerBlob]]:
+def _manifest(doc: object, role: Role) -> tuple[tuple[Digest, int], list[Descriptor]]:
     """((config digest, size), layers) of an image manifest; ValueError saying what is wrong."""
     if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
         raise ValueError("not an image manifest (schemaVersion 2)")
@@ -701,7 +695,7 @@ def _manifest(doc: object, role: Role) -> tuple[tuple[Digest, int], list[LayerBl
     layers = doc.get("layers")
     if not isinstance(layers, list) or len(layers) > MAX_LAYERS:
         raise ValueError(f"layers is not a list of at most {MAX_LAYERS}")
-    blobs = [LayerBlob(*_descriptor(layer, f"layers[{n}]")) for n, layer in enumerate(layers)]
+    blobs = [Descriptor(*_descriptor(layer, f"layers[{n}]")) for n, layer in enumerate(layers)]
     if size > MAX_INDEX:
         raise ValueError(f"its config is {size} bytes, more than the {MAX_INDEX} allowed")
     if role == "metadata":

@@ -158,18 +158,23 @@ class Registry:
 
         A ``RegistryError`` naming the tag when the answer is not a manifest osctl can use.
         """
+        _, doc, media_type, digest = self._get_manifest(tag_or_digest)
+        try:
+            size, config = _manifest_facts(doc, media_type)
+        except ValueError as exc:
+            raise self._unusable(tag_or_digest, "a malformed manifest", str(exc)) from None
+        return TagManifest(tag_or_digest, digest, size, media_type, config)
+
+    def _get_manifest(self, tag_or_digest: str) -> tuple[requests.Response, dict[str, Any], str, Digest]:
+        """GET a manifest: the answer, its JSON object, its media type (the header's, else the
+        document's own) and its digest (checked against the body)."""
         resp = self._call("GET", self._manifest_url(tag_or_digest), ACCEPT,
                           missing=lambda: self._not_found(tag_or_digest))
         doc = json_object(resp, self.host, f"manifest of {self._shown(tag_or_digest)}")
         media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
         if media_type not in IMAGE_TYPES + LIST_TYPES:
             media_type = str(doc.get("mediaType") or media_type)[:100]
-        digest = self._content_digest(resp, tag_or_digest)
-        try:
-            size, config = _manifest_facts(doc, media_type)
-        except ValueError as exc:
-            raise self._unusable(tag_or_digest, "a malformed manifest", str(exc)) from None
-        return TagManifest(tag_or_digest, digest, size, media_type, config)
+        return resp, doc, media_type, self._content_digest(resp, tag_or_digest)
 
     def manifests(self, tags: list[str], workers: int = 8) -> dict[str, TagManifest | Unreadable]:
         """``manifest`` for many tags at once; a tag deleted since it was listed is left out, a
@@ -202,13 +207,7 @@ class Registry:
         A manifest list is refused: copying an image (a bundle) needs one platform's blobs, and
         the engine's choice of platform is not osctl's to guess.
         """
-        resp = self._call("GET", self._manifest_url(tag_or_digest), ACCEPT,
-                          missing=lambda: self._not_found(tag_or_digest))
-        doc = json_object(resp, self.host, f"manifest of {self._shown(tag_or_digest)}")
-        media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
-        if media_type not in IMAGE_TYPES + LIST_TYPES:
-            media_type = str(doc.get("mediaType") or media_type)[:100]
-        digest = self._content_digest(resp, tag_or_digest)
+        resp, doc, media_type, digest = self._get_manifest(tag_or_digest)
         if media_type in LIST_TYPES or "manifests" in doc:
             raise self._unusable(tag_or_digest, "a multi-platform manifest list",
                                  "osctl copies single-platform images only; name one platform's manifest by digest")

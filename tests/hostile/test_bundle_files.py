@@ -10,13 +10,9 @@ Whatever a test loads is removed.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import json
 import os
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,10 +22,7 @@ import pytest
 from osctl.adapters.engine import Engine
 from osctl.adapters.ocibundle import DOCKER_MANIFEST, Bundle, BundleWriter
 from osctl.errors import EngineError, IntegrityError
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+from tests.support.bundles import digest_of, gz_layer
 
 
 def image_ids() -> set[str]:
@@ -39,16 +32,9 @@ def image_ids() -> set[str]:
 
 def synthetic(dest: Path, *, lie_about_diff_ids: bool = False) -> tuple[str, list[bytes]]:
     """A bundle of one new image: a 3 MiB random layer, then a small one; (config digest, layers)."""
-    layers, diff_ids = [], []
-    for files in ({"data/random": os.urandom(3 << 20)}, {"etc/marker": os.urandom(64)}):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        layers.append(gzip.compress(buf.getvalue(), compresslevel=1))
-        diff_ids.append(digest_of(buf.getvalue() + (b"x" if lie_about_diff_ids else b"")))
+    built = [gz_layer(files) for files in ({"data/random": os.urandom(3 << 20)}, {"etc/marker": os.urandom(64)})]
+    layers = [blob for blob, _ in built]
+    diff_ids = [digest_of(blob) if lie_about_diff_ids else diff for blob, diff in built]  # a lie: the gzip's digest
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/nothing"]},
                          "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
     manifest = json.dumps({

@@ -22,7 +22,7 @@ import docker
 import pytest
 
 from tests.support import registry_tools
-from tests.support.hosts import OS_REPO, REGISTRY, Host, shipped_manifest
+from tests.support.hosts import OS_REPO, REGISTRY, Host, one_error_line, shipped_manifest
 from tests.support.tuf_publisher import ReleaseRepo
 
 UNTRUSTED, USAGE = 7, 2
@@ -36,14 +36,7 @@ def ok(host: Host, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def refused(host: Host, *args: str, code: int, says: tuple[str, ...]) -> str:
-    proc = host.osctl(*args)
-    assert proc.returncode == code, f"osctl {' '.join(args)}: {proc.returncode}\n{proc.stdout}{proc.stderr}"
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    for text in says:
-        assert text in errors[0], f"{text!r} not in {errors[0]!r}"
-    assert "Traceback" not in proc.stderr
-    return errors[0]
+    return one_error_line(host.osctl(*args), code, says)
 
 
 def stored(host: Host) -> set[str]:

@@ -24,7 +24,7 @@ from osctl.adapters.etcd import Etcd
 from osctl.domain import fleetkeys
 from tests.support import fleet_sim, registry_tools
 from tests.support.etcd_cluster import EtcdCluster
-from tests.support.hosts import OS_REPO, REGISTRY, Host, shipped_manifest
+from tests.support.hosts import OS_REPO, REGISTRY, Host, one_error_line, shipped_manifest
 from tests.support.proxies import FlakyProxy
 from tests.support.services import LONG_RUNNING, running_sets
 from tests.support.tuf_publisher import ReleaseRepo, root_version_of
@@ -51,14 +51,7 @@ def ok(host: Host, *args: str) -> subprocess.CompletedProcess[str]:
 
 def refused(host: Host, *args: str, says: tuple[str, ...]) -> str:
     """Run a command the host must refuse as untrusted; its one error line."""
-    proc = host.osctl(*args)
-    assert proc.returncode == UNTRUSTED, f"osctl {' '.join(args)}: {proc.returncode}\n{proc.stdout}{proc.stderr}"
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    for text in says:
-        assert text in errors[0], f"{text!r} not in {errors[0]!r}"
-    assert "Traceback" not in proc.stderr
-    return errors[0]
+    return one_error_line(host.osctl(*args), UNTRUSTED, says)
 
 
 def versions(host: Host, *args: str) -> dict[str, dict[str, object]]:
