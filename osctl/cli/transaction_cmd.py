@@ -44,16 +44,12 @@ def _run(app: AppContext, kind: str, to: str | None, stage: bool, dry_run: bool,
             render.stdout.print(f"{plan.to_version} is already running; nothing to do")
         return
     if dry_run:
-        if not plan.stored:  # what the download needs where, measured now: the preflight's figures
-            from osctl.operations.pull import measure_space
-
-            space = measure_space(app.settings, app.engine, plan.to_version)
-            plan.space = space.as_dict()
+        lines = _measure_space(app, plan) if not plan.stored else []
         if as_json:
             render.print_json({**plan.as_dict(), "result": "dry-run"})
         else:
             _print_plan(plan)
-            for line in space.lines() if not plan.stored else []:
+            for line in lines:
                 render.stderr.print(f"  {line}")
         return
     if not yes and not as_json and sys.stdin.isatty() and sys.stderr.isatty():
@@ -73,6 +69,21 @@ def _run(app: AppContext, kind: str, to: str | None, stage: bool, dry_run: bool,
         down = f", services down {outcome.downtime:.2f}s" if outcome.downtime is not None else ""
         render.stdout.print(f"[green]{plan.kind}[/] {plan.from_version or '(none)'} -> {plan.to_version} "
                             f"committed in {outcome.seconds:.1f}s{down}")
+
+
+def _measure_space(app: AppContext, plan) -> list[str]:  # type: ignore[no-untyped-def]
+    """The preflight's figures for the download the plan needs (``plan.space``), in words. A plan
+    stays a plan when they cannot be had: the reason is shown instead (the run measures again)."""
+    from osctl.errors import OsctlError
+    from osctl.operations.pull import measure_space
+
+    try:
+        space = measure_space(app.settings, app.engine, plan.to_version)
+    except OsctlError as exc:
+        plan.space = {"error": exc.message}
+        return [f"space: not measured ({exc.message}); the run checks it before its first byte"]
+    plan.space = space.as_dict()
+    return space.lines()
 
 
 def _print_plan(plan) -> None:  # type: ignore[no-untyped-def]

@@ -184,12 +184,13 @@ def margin(size: int, *, floor: int = MARGIN_FLOOR) -> int:
 
     A filesystem filled to its last byte breaks whatever else writes there (the engine's
     metadata database, logs), and the unpacked size is only an estimate: so some room is kept.
-    1% scales with the disk; the floor (32 MiB) covers small disks, the cap (1 GiB) keeps a
+    1% scales with the disk; the floor (32 MiB) covers small disks, but never more than a tenth
+    of the filesystem (a 40 MiB root keeps 4 MiB, not most of itself); the cap (1 GiB) keeps a
     large disk from reserving tens of GiB. The ESP, which only osctl writes, a few MiB at a time,
     takes a floor of 1 MiB (``ESP_MARGIN_FLOOR``): 32 MiB would refuse versions that fit a
     100 MiB partition.
     """
-    return max(floor, min(MARGIN_CAP, math.ceil(size * MARGIN_SHARE)))
+    return max(min(floor, size // 10), min(MARGIN_CAP, math.ceil(size * MARGIN_SHARE)))
 
 
 def engine_need(images: Iterable[ImageNeed], present_chains: set[str]) -> tuple[int, int]:

@@ -26,19 +26,19 @@ from osctl.models.engine import PullProgress
 from osctl.models.manifest import ReleaseManifest
 from osctl.models.refs import ImageRef
 from osctl.operations.bundlesource import bundle_repository, open_bundle
-from osctl.operations.osimage import boot_bytes_in_layers, inspect_os_image, manifest_from_layers
-from osctl.operations.preflight import preflight
+from osctl.operations.osimage import boot_files_in_layers, inspect_os_image, manifest_from_layers
+from osctl.operations.preflight import esp_bytes, preflight
 from osctl.operations.pull import Fetched, Progress, require_pinned_services
 from osctl.operations.trust import for_settings
 
 
 
 def fetch_from_bundle(settings: Settings, engine: Engine, tag: str,
-                      progress: Progress | None) -> Fetched:
+                      progress: Progress | None, *, bootable: bool = False) -> Fetched:
     """Bring ``tag``'s images from the bundle into the engine, checked; the caller stores them."""
     plan = _plan(settings, engine, tag)
     bundle, os_image, services, needed = plan.bundle, plan.os_image, plan.services, plan.needed
-    report = preflight(settings, engine, plan.needs, plan.boot, subject=tag)
+    report = preflight(settings, engine, plan.needs, plan.boot, subject=tag, esp_bytes=plan.esp if bootable else 0)
     if progress is not None:
         progress(report)
     try:
@@ -71,7 +71,8 @@ class _Plan:
     os_image: BundleImage
     services: dict[str, BundleImage]  # reference -> its image in the bundle
     needed: list[BundleImage]  # the images the engine lacks
-    boot: int  # bytes of the boot files the version stages
+    boot: int  # bytes of the boot files the version stages in the store
+    esp: int  # bytes of its loader files the ESP does not hold yet
 
     @property
     def needs(self) -> list[ImageNeed]:
@@ -95,15 +96,15 @@ def _plan(settings: Settings, engine: Engine, tag: str) -> _Plan:
         require_pinned_services(tag, manifest)
     services = service_images(bundle, manifest, tag)
     needed = [image for image in (os_image, *services.values()) if engine.image(image.config) is None]
-    boot = boot_bytes_in_layers(_layer_readers(bundle, os_image), manifest, f"{bundle.path}:{tag}")
-    return _Plan(bundle, repository, os_image, services, needed, boot)
+    boot, loader = boot_files_in_layers(_layer_readers(bundle, os_image), manifest, f"{bundle.path}:{tag}")
+    return _Plan(bundle, repository, os_image, services, needed, boot, esp_bytes(settings, loader))
 
 
-def bundle_needs(settings: Settings, engine: Engine, tag: str) -> tuple[list[ImageNeed], int]:
-    """The preflight's input for taking ``tag`` from the bundle: the images the engine lacks, and
-    the bytes of the boot files (``--dry-run`` shows the figures)."""
+def bundle_needs(settings: Settings, engine: Engine, tag: str) -> tuple[list[ImageNeed], int, int]:
+    """The preflight's input for taking ``tag`` from the bundle to boot it: the images the engine
+    lacks, the bytes of the boot files in the store and on the ESP (``--dry-run`` shows them)."""
     plan = _plan(settings, engine, tag)
-    return plan.needs, plan.boot
+    return plan.needs, plan.boot, plan.esp
 
 
 def bundle_host_repository(settings: Settings, bundle: Bundle) -> str:

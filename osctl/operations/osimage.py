@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osctl.adapters import fsutil
-from osctl.adapters.engine import Engine
+from osctl.adapters.engine import MAX_FILE_BYTES, Engine
 from osctl.adapters.layerfiles import Found, find_files
 from osctl.constants import LABEL_OS_VERSION, MANIFEST_PATH, TRUST_ROOT_PATH
 from osctl.domain.manifest import parse_manifest
@@ -145,19 +145,23 @@ def manifest_from_layers(layers: Sequence[Callable[[], Iterator[bytes]]], where:
     return parse_manifest(found.data, f"{where}:{MANIFEST_PATH}", expected_version=version)
 
 
-def boot_bytes_in_layers(layers: Sequence[Callable[[], Iterator[bytes]]], manifest: ReleaseManifest,
-                         where: str) -> int:
-    """The bytes of the files a version stages for booting (its manifest, kernel, initrd), from
-    the layers' tar headers: what the preflight needs before the image is in the engine."""
-    paths = {MANIFEST_PATH: False, manifest.boot.kernel: False,
-             **({manifest.boot.initrd: False} if manifest.boot.initrd else {})}
-    return sum(found.size for found in _layer_files(layers, paths, where).values() if found is not None)
+def boot_files_in_layers(layers: Sequence[Callable[[], Iterator[bytes]]], manifest: ReleaseManifest,
+                         where: str) -> tuple[int, dict[str, tuple[int, bytes | None]]]:
+    """What a version stages for booting, read from its layers before the image is in the
+    engine: (the bytes it stages in the store: manifest, kernel, initrd; the kernel's and the
+    initrd's size and content by their loader file name, no content when too large to hold)."""
+    wanted = {"vmlinuz": manifest.boot.kernel, **({"initrd.img": manifest.boot.initrd} if manifest.boot.initrd else {})}
+    found = _layer_files(layers, {MANIFEST_PATH: False, **dict.fromkeys(wanted.values(), True)}, where,
+                         limit=MAX_FILE_BYTES)
+    staged = sum(f.size for f in found.values() if f is not None)
+    files = {name: found[path] for name, path in wanted.items()}
+    return staged, {name: (f.size, f.data) for name, f in files.items() if f is not None}
 
 
-def _layer_files(layers: Sequence[Callable[[], Iterator[bytes]]], paths: dict[str, bool], where: str
-                 ) -> dict[str, Found | None]:
+def _layer_files(layers: Sequence[Callable[[], Iterator[bytes]]], paths: dict[str, bool], where: str, *,
+                 limit: int = MAX_MANIFEST) -> dict[str, Found | None]:
     try:
-        return find_files(layers, paths, limit=MAX_MANIFEST)
+        return find_files(layers, paths, limit=limit)
     except ImageFileError as exc:  # a broken layer, a link loop: the image is not a usable OS image
         raise ManifestError(where, [Issue("", f"{exc.path}: {exc.problem}" if exc.path else exc.problem)]) from None
 

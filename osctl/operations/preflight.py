@@ -7,6 +7,7 @@ version's boot files; a refusal is a ``SpaceError`` (exit 8) and nothing has cha
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -25,10 +26,12 @@ from osctl.domain.preflight import (
     esp_need,
     margin,
 )
+from osctl.domain import esp
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
 from osctl.errors import OsctlError
 from osctl.models.refs import Digest
+from osctl.models.store import BootFile
 
 ENGINE_PLACE, ROOT_PLACE, ESP_PLACE = "engine data root", "host root", "ESP"
 
@@ -64,6 +67,22 @@ def measure(settings: Settings, engine: Engine, images: Sequence[ImageNeed], boo
         _local_place(ESP_PLACE, str(settings.esp), settings.esp, esp_total, places, floor=ESP_MARGIN_FLOOR)
     return SpaceReport(places, download, unpack, boot_bytes, skipped, subject=subject,
                        keep_hint=_keep_hint(settings))
+
+
+def esp_bytes(settings: Settings, files: dict[str, tuple[int, bytes | None]]) -> int:
+    """The bytes of a version's loader files (loader name -> size and content) that the ESP does
+    not hold yet. Versions that share a kernel share its file there (``domain.esp``), so only
+    new content needs room; a file too large to have been read counts whole."""
+    folder = esp.Esp(settings.esp).files_dir
+    missing = 0
+    for name, (size, data) in files.items():
+        if data is not None:
+            held = BootFile(source="", name=name, size=size, sha256=hashlib.sha256(data).hexdigest())
+            path = folder / esp.file_name(held)
+            if path.is_file() and path.stat().st_size == size:
+                continue
+        missing += size
+    return missing
 
 
 def registry_need(registry: Registry, digest: Digest, name: str) -> ImageNeed:

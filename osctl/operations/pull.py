@@ -36,7 +36,7 @@ from osctl.models.registry import TagManifest
 from osctl.models.store import StoreRecord
 from osctl.models.version import OsVersion, try_parse
 from osctl.operations.osimage import OsImageReport, inspect_os_image
-from osctl.operations.preflight import measure, preflight, registry_need
+from osctl.operations.preflight import esp_bytes, measure, preflight, registry_need
 from osctl.operations.trust import for_settings
 
 Progress = Callable[[PullProgress | SpaceReport], None]  # the preflight's figures come first, then bytes
@@ -56,20 +56,23 @@ def pull_version(
     progress: Progress | None = None,
     registry: Registry | None = None,
     locked: bool = False,
+    bootable: bool = False,
 ) -> PullResult:
     """Store ``version`` of the configured OS image repository on this host.
 
-    ``locked``: the caller (a transaction) already holds the host lock.
+    ``locked``: the caller (a transaction) already holds the host lock. ``bootable``: the
+    version is pulled to be booted (a transaction), so the preflight counts the ESP too; a
+    version only stored needs no room there until it is made bootable (``esp.Esp.place``).
     """
     tag = OsVersion.parse(version).tag
     if locked:
-        return _pull(settings, engine, tag, progress, registry)
+        return _pull(settings, engine, tag, progress, registry, bootable)
     with host_lock(settings.root, f"pull {tag}"):
-        return _pull(settings, engine, tag, progress, registry)
+        return _pull(settings, engine, tag, progress, registry, bootable)
 
 
 def _pull(settings: Settings, engine: Engine, tag: str, progress: Progress | None,
-          registry: Registry | None) -> PullResult:
+          registry: Registry | None, bootable: bool) -> PullResult:
     store = Store(settings.root)
     existing = store.get(tag)
     trust = for_settings(settings)
@@ -83,9 +86,9 @@ def _pull(settings: Settings, engine: Engine, tag: str, progress: Progress | Non
     if settings.bundle is not None:
         from osctl.operations.bundleinstall import fetch_from_bundle
 
-        fetched = fetch_from_bundle(settings, engine, tag, progress)
+        fetched = fetch_from_bundle(settings, engine, tag, progress, bootable=bootable)
     else:
-        fetched = _fetch_from_registry(settings, engine, tag, progress, registry)
+        fetched = _fetch_from_registry(settings, engine, tag, progress, registry, bootable=bootable)
     return PullResult(_store(settings, engine, store, tag, fetched, existing), already_stored=False)
 
 
@@ -99,17 +102,20 @@ class Fetched:
     service_images: dict[str, str]  # reference -> engine image id
 
 
-def _fetch_from_registry(settings: Settings, engine: Engine, tag: str,
-                         progress: Progress | None, registry: Registry | None) -> Fetched:
+def _fetch_from_registry(settings: Settings, engine: Engine, tag: str, progress: Progress | None,
+                         registry: Registry | None, *, bootable: bool) -> Fetched:
+    """Pull by the resolved digest, with the preflight in two parts: the OS image before its
+    first byte (its boot files estimated, the ESP not yet: what it already holds is not known),
+    then its service images and its exact boot files before theirs."""
     repo = settings.require_image()
     trust = for_settings(settings)
     registry = registry or Registry(repo)
     wanted = wanted_manifest(settings, registry, tag)
     by_digest = ImageRef(repo).at(wanted.digest)
     was_there = engine.image(by_digest) is not None
-    if not was_there:  # before the first byte; the boot files' size is known only once the image is in
+    if not was_there:
         _shown(progress, preflight(settings, engine, [registry_need(registry, wanted.digest, tag)], BOOT_ESTIMATE,
-                                   subject=tag))
+                                   subject=tag, esp_bytes=0))
     try:
         report = verified_image(settings, engine, registry, by_digest, tag, wanted, progress,
                                 tag_must_match=not trust.enforced)
@@ -117,9 +123,13 @@ def _fetch_from_registry(settings: Settings, engine: Engine, tag: str,
             require_pinned_services(tag, report.manifest)
         refs = sorted({s.image for s in report.manifest.services.values() if s.image})
         missing = [ref for ref in refs if engine.image(ref) is None]
+        boot = report.manifest.boot
+        loader = {"vmlinuz": report.artifacts[boot.kernel],
+                  **({"initrd.img": report.artifacts[boot.initrd]} if boot.initrd else {})}
         preflight(settings, engine, [registry_need(Registry(ImageRef.parse(ref).repository),
                                                    _digest_of(ref), ref) for ref in missing],
-                  sum(len(data) for data in report.artifacts.values()) + len(report.manifest_text), subject=tag)
+                  sum(len(data) for data in report.artifacts.values()) + len(report.manifest_text), subject=tag,
+                  esp_bytes=esp_bytes(settings, {n: (len(d), d) for n, d in loader.items()}) if bootable else 0)
     except OsctlError as exc:
         if isinstance(exc, ManifestError):  # this digest is no OS image: list-versions and upgrade learn it
             ImageFacts(settings.root).remember_failure(wanted.digest, exc.message)
@@ -143,16 +153,16 @@ def measure_space(settings: Settings, engine: Engine, tag: str) -> SpaceReport:
     """The preflight's figures for taking ``tag`` now, without its verdict (``--dry-run``).
 
     From a registry, the OS image alone (its service images are named inside it) and an
-    estimate of its boot files; from a bundle, everything, exactly.
+    estimate of its boot files, the ESP not yet; from a bundle, everything, exactly.
     """
     if settings.bundle is not None:
         from osctl.operations.bundleinstall import bundle_needs
 
-        images, boot = bundle_needs(settings, engine, tag)
-        return measure(settings, engine, images, boot, subject=tag)
+        images, boot, esp = bundle_needs(settings, engine, tag)
+        return measure(settings, engine, images, boot, subject=tag, esp_bytes=esp)
     registry = Registry(settings.require_image())
     return measure(settings, engine, [registry_need(registry, wanted_manifest(settings, registry, tag).digest, tag)],
-                   BOOT_ESTIMATE, subject=tag)
+                   BOOT_ESTIMATE, subject=tag, esp_bytes=0)
 
 
 def _digest_of(ref: str) -> Digest:

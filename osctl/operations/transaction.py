@@ -224,7 +224,7 @@ def _run(settings: Settings, engine: Engine, plan: Plan, journal: Journal, txn: 
     txn = journal.step(txn, "resolve")
     txn = journal.step(txn, "pull")
     events(StepEvent(Step.PULL, plan.to_version))
-    record = pull_version(settings, engine, plan.to_version, locked=True).record
+    record = pull_version(settings, engine, plan.to_version, locked=True, bootable=True).record
     txn = journal.step(txn, "verify")
     new = serviceset.load_service_set(settings.host_id, settings.root, plan.to_version)
     minimum = new.manifest.min_upgrade_from

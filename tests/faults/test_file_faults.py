@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 
@@ -98,18 +99,31 @@ def test_disk_fills_during_staging(host: Host, docker_client: docker.DockerClien
     """The host root is a small filesystem: v1.3 fits, staging v1.4 beside it does not.
 
     40 MiB holds v1.3 (its store copy and its ESP copy of a real kernel and initrd, about 19 MB)
-    with room to spare; the filler then leaves less than v1.4's initrd needs."""
+    with room to spare. Filled to 24 KiB of bytes, the preflight refuses v1.4 before its first
+    byte (exit 8). Out of inodes instead (the preflight counts bytes: a filesystem can still run
+    out while the version is staged), staging fails with ENOSPC, and nothing is left half-done."""
     record = fault("disk full while staging")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(host.root)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m,nr_inodes=2000", "tmpfs", str(host.root)], check=True)
     try:
         marker = installed(host, docker_client, "v1.3")
         filler = host.root / "filler"
         free = subprocess.run(["df", "--output=avail", "-B1", str(host.root)], capture_output=True,
                               text=True, check=True).stdout.split()[-1]
         filler.write_bytes(b"\0" * max(0, int(free) - 24 * 1024))  # leave less than v1.4's boot files need
+        line = assert_clear_error(host.osctl("upgrade", "--to", "v1.4"), 8, "not enough space for v1.4 on the host root")
+        assert "free" in line and "needs" in line
+        filler.unlink()
+        assert_consistent(host, docker_client, "v1.3", marker, record)
+
+        inodes = host.root / "inodes"
+        inodes.mkdir()
+        free_inodes = int(subprocess.run(["df", "--output=iavail", str(host.root)], capture_output=True,
+                                         text=True, check=True).stdout.split()[-1])
+        for index in range(free_inodes - 2):  # two left: the journal's writes, not the staged files
+            (inodes / str(index)).touch()
         proc = host.osctl("upgrade", "--to", "v1.4")
         assert_clear_error(proc, 1, "No space left on device")
-        filler.unlink()
+        shutil.rmtree(inodes)
         assert not (host.root / "var/lib/osctl/store/v1.4.json").exists()
         assert not [p for p in (host.root / "var/lib/osctl/store").iterdir() if p.name.startswith(".partial-")]
         assert not (host.root / "var/lib/osctl/store/v1.4").exists()

@@ -22,7 +22,8 @@ import docker
 import pytest
 
 from tests.support import registry_tools
-from tests.support.hosts import OS_REPO, REGISTRY, Host, one_error_line, shipped_manifest
+from tests.support.faults import assert_clear_error
+from tests.support.hosts import OS_REPO, REGISTRY, Host, shipped_manifest
 from tests.support.tuf_publisher import ReleaseRepo
 
 UNTRUSTED, USAGE = 7, 2
@@ -36,7 +37,7 @@ def ok(host: Host, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def refused(host: Host, *args: str, code: int, says: tuple[str, ...]) -> str:
-    return one_error_line(host.osctl(*args), code, says)
+    return assert_clear_error(host.osctl(*args), code, *says)
 
 
 def stored(host: Host) -> set[str]:

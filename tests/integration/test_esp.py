@@ -5,6 +5,7 @@ is one file, and what does not fit is refused before anything changes (docs/boot
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,19 +57,27 @@ def test_the_esp_holds_only_what_may_boot_and_refuses_what_does_not_fit(
     assert len(kernels) == 1 and files[kernels[0]] > 4 << 20, f"one shared real kernel: {files}"
     assert len([n for n in files if n.startswith("osctl/files/initrd.img-")]) == 2
 
-    # The ESP has room for less than one initrd: the upgrade to v1.5 is refused before it swaps.
+    # The ESP has room for less than one initrd: the upgrade to v1.5 is refused before its
+    # download (the preflight counts the initrd the ESP lacks, not the kernel it shares).
     filler = _fill(small_esp, 512 * 1024)
     before = _esp_files(small_esp)
     proc = host.osctl("upgrade", "--to", "v1.5")
-    assert_clear_error(proc, 1, f"the EFI system partition {small_esp} has 0.")
-    assert "the boot files of v1.5 need 1." in proc.stderr, proc.stderr
+    line = assert_clear_error(proc, 8, f"not enough space for v1.5 on the ESP ({small_esp})")
+    assert re.search(r"needs [0-9.]+ MiB \(incl\. a 1\.0 MiB margin\), [0-9.]+ KiB free", line), line
     assert _esp_files(small_esp) == before, "nothing half-written on the ESP"
     assert running_sets(docker_client, host).keys() == {"v1.4"}, "nothing swapped"
     assert json.loads((host.root / "boot/osctl/boot.json").read_text())["default"] == "v1.4"
+    assert not (host.root / "var/lib/osctl/store/v1.5.json").exists(), "nothing downloaded, nothing stored"
+
+    # Stored needs no room on the ESP; making it bootable does, and is refused before it swaps.
+    osctl_ok(host, "pull", "v1.5")
+    proc = host.osctl("upgrade", "--to", "v1.5")
+    assert_clear_error(proc, 1, f"the EFI system partition {small_esp} has 0.")
+    assert "the boot files of v1.5 need 1." in proc.stderr, proc.stderr
+    assert running_sets(docker_client, host).keys() == {"v1.4"}, "nothing swapped"
     proc = host.osctl("upgrade", "--to", "v1.5", "--stage")
     assert_clear_error(proc, 1, "the boot files of v1.5 need")
     assert _esp_files(small_esp) == before
-    assert host.osctl_json("list-versions", "--offline")  # v1.5 is stored all the same
     proc = host.osctl("pin", "v1.5")
     assert_clear_error(proc, 1, "the boot files of v1.5 need")
     assert _esp_files(small_esp) == before

@@ -24,7 +24,8 @@ from osctl.adapters.etcd import Etcd
 from osctl.domain import fleetkeys
 from tests.support import fleet_sim, registry_tools
 from tests.support.etcd_cluster import EtcdCluster
-from tests.support.hosts import OS_REPO, REGISTRY, Host, one_error_line, shipped_manifest
+from tests.support.faults import assert_clear_error
+from tests.support.hosts import OS_REPO, REGISTRY, Host, shipped_manifest
 from tests.support.proxies import FlakyProxy
 from tests.support.services import LONG_RUNNING, running_sets
 from tests.support.tuf_publisher import ReleaseRepo, root_version_of
@@ -51,7 +52,7 @@ def ok(host: Host, *args: str) -> subprocess.CompletedProcess[str]:
 
 def refused(host: Host, *args: str, says: tuple[str, ...]) -> str:
     """Run a command the host must refuse as untrusted; its one error line."""
-    return one_error_line(host.osctl(*args), UNTRUSTED, says)
+    return assert_clear_error(host.osctl(*args), UNTRUSTED, *says)
 
 
 def versions(host: Host, *args: str) -> dict[str, dict[str, object]]:

@@ -55,18 +55,6 @@ class Host:
         return json.loads(proc.stdout)
 
 
-def one_error_line(proc: subprocess.CompletedProcess[str], code: int, says: tuple[str, ...] = ()) -> str:
-    """The one ``error:`` line of a refused command, checked: the exit code, no traceback, and
-    each text of ``says`` in it."""
-    assert proc.returncode == code, f"{' '.join(map(str, proc.args))}: {proc.returncode}\n{proc.stdout}{proc.stderr}"
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    for text in says:
-        assert text in errors[0], f"{text!r} not in {errors[0]!r}"
-    assert "Traceback" not in proc.stderr
-    return errors[0]
-
-
 def listed_containers(client: docker.DockerClient, selector: dict[str, str]) -> list[docker.models.containers.Container]:
     """Containers matching ``selector`` (labels), stopped ones too. The SDK inspects each listed
     container: one removed meanwhile (by osctl, or another test process on the same engine) is a

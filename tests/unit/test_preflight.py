@@ -97,10 +97,12 @@ def test_a_declared_unpacked_size_replaces_the_estimate() -> None:
 
 
 def test_margin_has_a_floor_a_share_and_a_cap() -> None:
-    assert pf.margin(100 * MIB) == 32 * MIB
+    assert pf.margin(1 << 30) == 32 * MIB
+    assert pf.margin(100 * MIB) == 10 * MIB, "never more than a tenth of a small filesystem"
     assert pf.margin(10 << 30) == pf.math.ceil((10 << 30) * 0.01)
     assert pf.margin(1 << 42) == 1 << 30
     assert pf.margin(100 * MIB, floor=pf.ESP_MARGIN_FLOOR) == 1 * MIB
+    assert pf.margin(40 * MIB) == 4 * MIB, "a small filesystem keeps a tenth, not most of itself"
 
 
 def test_esp_need_counts_whole_clusters_and_the_slack() -> None:
@@ -253,8 +255,8 @@ def test_a_download_too_large_for_the_engine_is_refused_before_anything(tmpfs: C
     with pytest.raises(SpaceError) as caught:
         preflight(settings_for(root), engine, [big], MIB, subject="v1.6")  # type: ignore[arg-type]
     text = str(caught.value)
-    assert text.startswith(f"not enough space for v1.6 on the engine data root ({data}): needs 44.0 MiB "
-                           "(incl. a 32.0 MiB margin), ")
+    assert text.startswith(f"not enough space for v1.6 on the engine data root ({data}): needs 12.8 MiB "
+                           "(incl. a 819.2 KiB margin), ")
     assert text.endswith(" MiB free") and "host root" not in text
     assert sorted(p.name for p in root.iterdir()) == [] and list(data.iterdir()) == []
 
@@ -268,13 +270,13 @@ def test_layers_the_engine_has_need_no_room(tmpfs: Callable[[str, int], Path]) -
 
 
 def test_the_host_root_and_its_esp_share_one_filesystem(tmpfs: Callable[[str, int], Path]) -> None:
-    """Default ESP <root>/boot: 20 MiB of boot files fit a 64 MiB root once, not twice plus a margin."""
-    root = tmpfs("root", 64)
+    """Default ESP <root>/boot: 20 MiB of boot files fit a 44 MiB root once, not twice plus a margin."""
+    root = tmpfs("root", 44)
     settings = settings_for(root)
     report = measure(settings, StubEngine("/nonexistent"), [], 20 * MIB)  # type: ignore[arg-type]
     assert [(p.place, p.path) for p in report.places] == [("host root", str(root)), ("ESP", str(root / "boot"))]
     assert report.places[0].device == report.places[1].device
-    with pytest.raises(SpaceError, match=rf"on the host root \({root}\) and the ESP \({root}/boot\): needs 72\.1 MiB"):
+    with pytest.raises(SpaceError, match=rf"on the host root \({root}\) and the ESP \({root}/boot\): needs 44\.5 MiB \(incl\. a 4\.4 MiB margin\)"):
         report.check()
     preflight(settings, StubEngine("/nonexistent"), [], 20 * MIB, esp_bytes=0)  # type: ignore[arg-type]
 
