@@ -73,6 +73,8 @@ def from_option(func: F) -> F:
     """``--from FILE``: take new versions from a bundle (docs/bundles.md) instead of the registry."""
 
     def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise click.BadParameter("names no file", param_hint="--from")
         app = ctx.find_object(AppContext)
         if value is not None and app is not None:
             app.settings.bundle_option = value
