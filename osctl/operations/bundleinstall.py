@@ -13,6 +13,7 @@ against the OS image contract by the engine, exactly as a pulled one (``inspect_
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from osctl.adapters.ocibundle import Bundle, BundleImage
 from osctl.domain.naming import HOLD_REPOSITORY
 from osctl.domain.preflight import ImageNeed
 from osctl.domain.settings import Settings
-from osctl.errors import BundleError, EngineError, IntegrityError, TrustError
+from osctl.errors import BundleError, EngineError, IntegrityError, OsctlError, TrustError
 from osctl.models.engine import PullProgress
 from osctl.models.manifest import ReleaseManifest
 from osctl.models.refs import ImageRef
@@ -57,7 +58,8 @@ def fetch_from_bundle(settings: Settings, engine: Engine, tag: str,
                 engine.tag(image.config, ImageRef(parsed.repository, parsed.tag))
     except BaseException:
         for image in needed:  # leave the engine as it was: what this load added goes again
-            engine.remove_image(image.config, unless_tagged=f"{HOLD_REPOSITORY}/")
+            with contextlib.suppress(OsctlError):  # the first failure is the one to report
+                engine.remove_image(image.config, unless_tagged=f"{HOLD_REPOSITORY}/")
         raise
     return Fetched(plan.repository, os_image.source, checked, {ref: image.config for ref, image in services.items()})
 
