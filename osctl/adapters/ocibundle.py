@@ -463,6 +463,7 @@ class BundleWriter:
         self.partial = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._blobs: dict[Digest, int] = {}
+        self._offsets: dict[Digest, int] = {}  # where each blob's bytes start in the partial file
         self._index: list[dict[str, Any]] = []
         self._docker: list[dict[str, Any]] = []
         self._refs: set[str] = set()
@@ -495,6 +496,7 @@ class BundleWriter:
         hasher, count = hashlib.sha256(), 0
         try:
             self._write(_tar_header(_BLOBS + digest.hex, size))
+            offset = self._file.tell()
             for chunk in chunks:
                 count += len(chunk)
                 if count > size:
@@ -511,6 +513,24 @@ class BundleWriter:
             self._file.truncate()
             raise
         self._blobs[digest] = size
+        self._offsets[digest] = offset
+
+    def read_blob(self, digest: Digest) -> Iterator[bytes]:
+        """A blob this writer has added, read back from the partial file in chunks: its bytes were
+        hash-checked as they were written, so reading them costs no second download."""
+        digest = Digest(digest)
+        offset, size = self._offsets[digest], self._blobs[digest]
+        self._file.flush()
+        done = 0
+        while done < size:
+            try:
+                chunk = os.pread(self._file.fileno(), min(CHUNK, size - done), offset + done)
+            except OSError as exc:
+                raise BundleError(f"cannot read back {self.partial}: {exc.strerror or exc}") from None
+            if not chunk:
+                raise BundleError(f"{self.partial} was cut short while it was being written")
+            done += len(chunk)
+            yield chunk
 
     def _add_bytes(self, data: bytes) -> Digest:
         digest = Digest("sha256:" + hashlib.sha256(data).hexdigest())

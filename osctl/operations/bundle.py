@@ -67,7 +67,7 @@ def create(settings: Settings, versions: list[str], dest: Path, *, progress: Pro
             digest = trust.require(tag).digest if trust.enforced else resolve(registry, repo, tag).digest
             image = _manifest(registry, digest, f"{repo}:{tag}")
             _copy_blobs(writer, registry, image, f"{repo}:{tag}", progress)
-            manifest = _release_manifest(registry, image, tag)
+            manifest = _release_manifest(registry, writer, image, tag)
             if trust.enforced:
                 require_pinned_services(tag, manifest)
             for ref in sorted({spec.image for spec in manifest.services.values() if spec.image}):
@@ -115,18 +115,18 @@ def _copy_service(writer: BundleWriter, ref: str, progress: Progress | None) -> 
                      repo_tags=[f"{parsed.repository}:{parsed.tag}"] if parsed.tag else [])
 
 
-def _release_manifest(registry: Registry, image: ImageManifest, tag: str) -> ReleaseManifest:
-    """The release manifest of the OS image, read from its layers (its service images are in
-    there), after the config's version label: a bundle holds OS images only, as a store does."""
+def _release_manifest(registry: Registry, writer: BundleWriter, image: ImageManifest, tag: str) -> ReleaseManifest:
+    """The release manifest of the OS image, read from its layers as the bundle now holds them
+    (its service images are named in it), after the config's version label: a bundle holds OS
+    images only, as a store does."""
     labels = registry.image_labels(image.config.digest, tag)
     where = f"{registry.repository}:{tag}"
     if labels.get(LABEL_OS_VERSION) != tag:
         label = labels.get(LABEL_OS_VERSION)
         raise ManifestError(where, [Issue(f"labels.{LABEL_OS_VERSION}", "missing: this is not an osctl OS image"
                                           if label is None else f"{label[:40]!r} differs from the tag {tag!r}")])
-    readers = [lambda layer=layer: registry.blob_chunks(layer.digest, layer.size, f"{where} layer")
-               for layer in image.layers]
-    return manifest_from_layers(readers, where, tag)
+    return manifest_from_layers([lambda layer=layer: writer.read_blob(layer.digest) for layer in image.layers],
+                                where, tag)
 
 
 def _shown(chunks: Iterator[bytes], progress: Progress | None, what: str, digest: Digest,

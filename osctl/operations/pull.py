@@ -24,7 +24,7 @@ from osctl.adapters.registry import Registry
 from osctl.constants import MANIFEST_PATH, TRUST_ROOT_FILE, TRUST_ROOT_PATH
 from osctl.domain.current import make_current
 from osctl.domain.imagefacts import ImageFacts
-from osctl.domain.preflight import BOOT_ESTIMATE, SpaceReport
+from osctl.domain.preflight import BOOT_ESTIMATE, ImageNeed, SpaceReport
 from osctl.domain.naming import hold_ref
 from osctl.domain.settings import Settings
 from osctl.domain.store import Store
@@ -126,8 +126,7 @@ def _fetch_from_registry(settings: Settings, engine: Engine, tag: str, progress:
         boot = report.manifest.boot
         loader = {"vmlinuz": report.artifacts[boot.kernel],
                   **({"initrd.img": report.artifacts[boot.initrd]} if boot.initrd else {})}
-        preflight(settings, engine, [registry_need(Registry(ImageRef.parse(ref).repository),
-                                                   _digest_of(ref), ref) for ref in missing],
+        preflight(settings, engine, [_service_need(ref) for ref in missing],
                   sum(len(data) for data in report.artifacts.values()) + len(report.manifest_text), subject=tag,
                   esp_bytes=esp_bytes(settings, {n: (len(d), d) for n, d in loader.items()}) if bootable else 0)
     except OsctlError as exc:
@@ -165,9 +164,11 @@ def measure_space(settings: Settings, engine: Engine, tag: str) -> SpaceReport:
                    BOOT_ESTIMATE, subject=tag, esp_bytes=0)
 
 
-def _digest_of(ref: str) -> Digest:
+def _service_need(ref: str) -> ImageNeed:
+    """What pulling the service image ``ref`` brings: by its pinned digest, else its tag's now."""
     parsed = ImageRef.parse(ref)
-    return parsed.digest or Registry(parsed.repository).manifest(parsed.pin).digest
+    registry = Registry(parsed.repository)
+    return registry_need(registry, parsed.digest or registry.manifest(parsed.pin).digest, ref)
 
 
 def _shown(progress: Progress | None, report: SpaceReport) -> None:
