@@ -69,9 +69,12 @@ class Agent:
     """One host's agent. ``settings`` is re-read at every tick (user data may change it)."""
 
     def __init__(self, settings: Settings, engine: Engine, *, lease_ttl: int = 10, events: Events = ignore,
-                 rng: random.Random | None = None, clock: Callable[[], datetime] = _utcnow) -> None:
+                 rng: random.Random | None = None, clock: Callable[[], datetime] = _utcnow,
+                 on_tick: Callable[[Step, Rollout | None], None] | None = None) -> None:
         self.base, self.engine, self.lease_ttl = settings, engine, lease_ttl
         self.events = events
+        # Called after every check with where it stopped and the rollout it saw (metrics, tests).
+        self.on_tick = on_tick or (lambda _step, _rollout: None)
         self.rng, self.clock = rng or random.Random(), clock
         self.host_id = settings.host_id
         # One attempt per call: the loop itself asks again soon, and must not sit for a minute in
@@ -116,10 +119,12 @@ class Agent:
         except EtcdUnavailable as exc:
             step = Step("waiting-slot", self.last.target, f"etcd unavailable, waiting: {exc.message}", retry_soon=True)
             self._say_changed(step)  # nothing to publish to
+            self.on_tick(step, self._seen_rollout)
             return step
         except OsctlError as exc:
             step = Step("failed", self.last.target, exc.message)
         self._publish(settings, step)
+        self.on_tick(step, self._seen_rollout)
         return step
 
     # ------------------------------------------------------------------ the gates
