@@ -29,9 +29,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import queue
+import socket
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -129,6 +132,10 @@ class Etcd:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
+        # Requests sent, by what they did ("read", "write", "watch", ...): what a fleet costs etcd
+        # (bench/fleetsim.py reports it per host). Retries and failovers count: etcd saw them.
+        self.requests: Counter[str] = Counter()
+        self._count_lock = threading.Lock()
 
     # -- keys ------------------------------------------------------------------------------
     def get(self, key: str) -> KeyValue | None:
@@ -194,6 +201,94 @@ class Etcd:
         """Delete every key under ``prefix`` (a group's whole state, a test's leftovers); how many."""
         payload = {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}
         return _int(self._post("delete", "/kv/deleterange", payload).get("deleted"))
+
+    def write_many(self, puts: Sequence[tuple[str, dict[str, Any]]], *, clear_prefixes: Sequence[str] = ()) -> int:
+        """Delete every key under ``clear_prefixes`` and write ``puts``, as one transaction: no
+        reader ever sees one without the other (a new rollout and its group's emptied staging
+        marks). The revision of the write."""
+        ops: list[dict[str, Any]] = [{"request_delete_range": {"key": _b64(p), "range_end": _b64(_prefix_end(p))}}
+                                     for p in clear_prefixes]
+        ops += [{"request_put": {"key": _b64(k), "value": _b64(_encode(v))}} for k, v in puts]
+        result = self._post("write", "/kv/txn", {"compare": [], "success": ops, "failure": []})
+        return _int(result["header"].get("revision"))
+
+    def read_many(self, queries: Sequence[Query]) -> tuple[int, list[RangeResult]]:
+        """Several range reads at one revision (one request, a transaction of reads): that revision
+        and each query's answer. What a waiting host asks in one go: who is ahead of it in the
+        queue, and how many slots are taken."""
+        ops = [{"request_range": query.payload()} for query in queries]
+        result = self._post("read", "/kv/txn", {"compare": [], "success": ops, "failure": []})
+        answers = []
+        for query, response in zip(queries, result.get("responses") or [], strict=False):
+            found = response.get("response_range") or {}
+            items = found.get("kvs") or []
+            kvs = [_kv_key_only(item) if query.keys_only else _kv(item) for item in items]
+            answers.append(RangeResult(_int(found.get("count")), kvs))
+        if len(answers) != len(queries):
+            raise EtcdError(f"etcd answered {len(answers)} of {len(queries)} reads of one transaction")
+        return _int(result["header"].get("revision")), answers
+
+    # -- watches ---------------------------------------------------------------------------
+    def watch(self, key: str, *, range_end: bytes | None = None, prefix: bool = False, since: int,
+              timeout: float, stop: threading.Event | None = None,
+              wanted: Callable[[Event], bool] = lambda _event: True) -> list[Event] | None:
+        """Wait for a change of ``key`` (or the range up to ``range_end``, or every key under it
+        with ``prefix``) at revision ``since`` or later: the changes of the first answer holding
+        a ``wanted`` one, or None when ``timeout`` passed or ``stop`` was set first.
+
+        Why a watch: a host waiting for a slot learns the moment one is freed, with one request,
+        instead of asking etcd again and again. Starting at ``since`` (the revision of the read
+        that decided to wait, plus one) means nothing that happened in between is missed: etcd
+        replays it at once. One stream per call, read by a thread of its own so that the caller
+        can give up at its deadline or on ``stop``; ending early, a broken stream (the member
+        went away) and a compacted history all return an empty list: the caller reads again,
+        which is always safe. Unwanted events (e.g. a slot being taken, for a host waiting for
+        one to be freed) are skipped without a new request.
+        """
+        end = _prefix_end(key) if prefix else range_end
+        create: dict[str, Any] = {"key": _b64(key), "start_revision": str(max(1, since))}
+        if end is not None:
+            create["range_end"] = _b64(end)
+        found: queue.Queue[list[Event] | None] = queue.Queue()
+        response = self._call("watch", lambda client: self._open_watch(client, create))
+        reader = threading.Thread(target=_read_watch, args=(response, found), name="etcd-watch", daemon=True)
+        reader.start()
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or (stop is not None and stop.is_set()):
+                    return None
+                try:
+                    events = found.get(timeout=min(left, 0.2))
+                except queue.Empty:
+                    continue
+                if events is None:  # the stream ended: the member left, or the history was compacted
+                    return []
+                chosen = [e for e in events if wanted(e)]
+                if chosen:
+                    return chosen
+        finally:
+            _abort(response)
+            reader.join(timeout=1.0)
+
+    def _open_watch(self, client: etcd3gw.client.Etcd3Client, create: dict[str, Any]) -> requests.Response:
+        """POST the watch and return its streamed answer once etcd accepted it (the first line,
+        ``created``, is left for the reader). Failures take the same forms as ``Etcd3Client.post``'s,
+        so that ``_once`` sorts them the same way."""
+        try:
+            response = client.session.post(client.get_url("/watch"), json={"create_request": create}, stream=True,
+                                           timeout=(self.timeout, None))
+        except requests.exceptions.Timeout as exc:
+            raise etcd_exc.ConnectionTimeoutError(str(exc)) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise etcd_exc.ConnectionFailedError(str(exc)) from None
+        if response.status_code != requests.codes["ok"]:
+            text = response.text[:400]
+            response.close()
+            failure = etcd_exc.ConnectionFailedError if response.status_code >= 500 else etcd_exc.Etcd3Exception
+            raise failure(text, response.reason)
+        return response
 
     # -- leases ----------------------------------------------------------------------------
     def grant(self, ttl: int) -> int:
@@ -350,6 +445,8 @@ class Etcd:
 
     def _once(self, endpoint: str, what: str, request: Callable[[etcd3gw.client.Etcd3Client], T]) -> T:
         """One request to one member: its answer, ``_Transient``, or ``EtcdError``."""
+        with self._count_lock:
+            self.requests[what] += 1
         try:
             return request(self._client(endpoint))
         except etcd_exc.ConnectionTimeoutError:
@@ -378,6 +475,94 @@ class Etcd:
             client = clients[endpoint] = etcd3gw.client(host=host, port=port, protocol=scheme, timeout=self.timeout,
                                                         api_path=API_PATH, session=session)
         return client
+
+
+# -- reads of several ranges, and watches ---------------------------------------------------
+@dataclass(frozen=True)
+class Query:
+    """One range read of ``Etcd.read_many``: keys from ``key`` up to ``range_end`` (or every key
+    under it with ``prefix``), newest-named first when ``descending``, at most ``limit`` (0: all);
+    ``count`` in the answer is every key of the range whatever the limit."""
+
+    key: str
+    range_end: bytes | None = None
+    prefix: bool = False
+    limit: int = 0
+    descending: bool = False
+    keys_only: bool = False
+    count_only: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        end = _prefix_end(self.key) if self.prefix else self.range_end
+        body: dict[str, Any] = {"key": _b64(self.key)}
+        if end is not None:
+            body["range_end"] = _b64(end)
+        if self.limit:
+            body["limit"] = str(self.limit)
+        if self.descending:
+            body |= {"sort_order": "DESCEND", "sort_target": "KEY"}
+        if self.keys_only:
+            body["keys_only"] = True
+        if self.count_only:
+            body["count_only"] = True
+        return body
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    count: int
+    kvs: list[KeyValue]
+
+
+MAX_WATCH_LINE = 4 * 1024 * 1024  # one answer of a watch stream: far above what a group's keys make
+
+
+def _read_watch(response: requests.Response, out: queue.Queue[list[Event] | None]) -> None:
+    """Turn a watch stream into lists of events on ``out``; None once it ends, however it ends."""
+    try:
+        for line in response.iter_lines(chunk_size=1024):
+            if not line:
+                continue
+            if len(line) > MAX_WATCH_LINE:
+                break
+            result = json.loads(line).get("result") or {}
+            if result.get("canceled") or result.get("compact_revision"):
+                break
+            events = [_watch_event(item) for item in result.get("events") or []]
+            if events:
+                out.put(events)
+    except (requests.RequestException, ValueError, AttributeError, OSError, EtcdError):
+        pass  # closed by the caller, or a member went away: the caller reads again
+    finally:
+        out.put(None)
+
+
+def _abort(response: requests.Response) -> None:
+    """End a watch stream that its reader thread may be blocked on: shut the socket down first
+    (``close`` alone would wait for the reader's lock, i.e. for etcd's next event)."""
+    connection = getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    response.close()
+
+
+def _watch_event(item: dict[str, Any]) -> Event:
+    kv = item.get("kv") or {}
+    key = base64.b64decode(kv.get("key", "")).decode(errors="replace")
+    if item.get("type") == "DELETE":
+        return Event(_int(kv.get("mod_revision")), "delete", key, {}, 0)
+    parsed = _kv(kv) if kv.get("value") else KeyValue(key, {}, _int(kv.get("mod_revision")), 0, 0, 0)
+    return Event(parsed.mod_revision, "put", key, parsed.value, parsed.lease)
+
+
+def _kv_key_only(item: dict[str, Any]) -> KeyValue:
+    key = base64.b64decode(item["key"]).decode(errors="replace")
+    return KeyValue(key, {}, _int(item.get("mod_revision")), _int(item.get("create_revision")),
+                    _int(item.get("version")), _int(item.get("lease")))
 
 
 # -- helpers ---------------------------------------------------------------------------------
