@@ -237,7 +237,7 @@ def test_transactions_count_by_kind_and_result_and_never_go_down(tmp_path: Path)
     finish("upgrade", "v1.5", "committed")
     finish("rollback", "v1.4", "committed")
     finish("upgrade", "v1.6", "rolled-back")
-    found = samples(registry)
+    assert samples(registry) == (found := samples(registry)), "a scrape counts nothing twice"
     assert value(found, "osctl_transactions_total", kind="upgrade", result="committed") == 1.0
     assert value(found, "osctl_transactions_total", kind="rollback", result="committed") == 1.0
     assert value(found, "osctl_transactions_total", kind="upgrade", result="rolled-back") == 1.0
