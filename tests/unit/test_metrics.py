@@ -37,30 +37,14 @@ from osctl.operations.agent import Step
 from osctl.operations.metrics import AgentMetrics, host_registry
 from osctl.operations.supervisor import Policy, Supervisor
 from tests.support.fake_engine import CHAIN_RELEASE, FakeEngine, store_version
+from tests.support.metrics import Samples, free_port, named, parse, value
 
 REPO = Path(__file__).resolve().parents[2]
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def samples(registry: CollectorRegistry) -> Samples:
-    """(sample name, sorted labels) -> value, from the text a scrape returns."""
-    text = generate_latest(registry).decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def value(found: Samples, name: str, **labels: str) -> float | None:
-    return found.get((name, tuple(sorted(labels.items()))))
-
-
-def named(found: Samples, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {labels: v for (n, labels), v in found.items() if n == name}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """What a scrape of ``registry`` returns, parsed as Prometheus parses it."""
+    return parse(generate_latest(registry).decode())
 
 
 # ---------------------------------------------------------------------------- addresses
