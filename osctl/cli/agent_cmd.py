@@ -13,6 +13,7 @@ from osctl.cli import render
 from osctl.cli.context import AppContext, pass_app
 from osctl.cli.events import show
 from osctl.cli.metrics import chosen, metrics_option, start
+from osctl.models.events import Event
 from osctl.models.listen import ListenAddress
 
 
@@ -52,7 +53,15 @@ def agent(app: AppContext, once: bool, lease_ttl: int, metrics: ListenAddress | 
         from osctl.operations.metrics import AgentMetrics
 
         observed = AgentMetrics(settings.group if settings.etcd_endpoints else None)
-    runner = Agent(settings, app.engine, lease_ttl=lease_ttl, events=show,
+    events = show
+    if observed is not None:
+        metrics_view = observed
+
+        def events(event: Event) -> None:  # the phase a long check enters shows before the check ends
+            metrics_view.on_event(event)
+            show(event)
+
+    runner = Agent(settings, app.engine, lease_ttl=lease_ttl, events=events,
                    on_tick=observed.on_tick if observed is not None else None)
     server = start(app, address, observed) if address is not None else None
     try:

@@ -29,6 +29,7 @@ from osctl.domain import bootpointer, servicestate
 from osctl.domain.journal import Journal
 from osctl.domain.naming import system_labels
 from osctl.errors import OsctlError
+from osctl.models.events import AgentEvent, Event
 from osctl.models.fleet import HostPhase, Rollout
 from osctl.models.journal import Kind, Result
 from osctl.models.services import ServicesState
@@ -205,13 +206,19 @@ class HostCollector(Collector):
 
 class AgentMetrics(Collector):
     """The agent's last check, fed by its ``on_tick`` hook (called in the agent's thread, read in
-    the server's: a lock keeps the two views whole)."""
+    the server's: a lock keeps the two views whole).
+
+    A check that swaps lasts minutes, and ``on_tick`` comes only at its end: ``on_event`` (the
+    agent's events, which name each phase it enters) moves the phase meanwhile, so a scrape
+    during a swap says ``swapping``, not the phase of the check before.
+    """
 
     def __init__(self, group: str | None, clock: Callable[[], float] = time.time) -> None:
         self.group = group  # None: the agent runs alone, without a fleet
         self._clock = clock
         self._lock = threading.Lock()
         self._step: Step | None = None
+        self._phase: str | None = None  # the phase entered last (an event, or the end of a check)
         self._rollout: Rollout | None = None
         self._checked_at: float | None = None
         self._checks: Counter[str] = Counter()
@@ -219,7 +226,14 @@ class AgentMetrics(Collector):
     def on_tick(self, step: Step, rollout: Rollout | None) -> None:
         with self._lock:
             self._step, self._rollout, self._checked_at = step, rollout, self._clock()
+            self._phase = step.phase
             self._checks[step.phase] += 1
+
+    def on_event(self, event: Event) -> None:
+        """An agent event that names a phase (``staging``, ``swapping``, ...) is where it is now."""
+        if isinstance(event, AgentEvent) and event.what in PHASES:
+            with self._lock:
+                self._phase = event.what
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -227,10 +241,11 @@ class AgentMetrics(Collector):
     def collect(self) -> Iterable[Metric]:
         with self._lock:
             step, rollout, checked_at, checks = self._step, self._rollout, self._checked_at, Counter(self._checks)
-        phase = GaugeMetricFamily("osctl_agent_phase", "1 for the phase where the agent's last check stopped, "
-                                  "0 for the others", labels=["phase"])
+            current = self._phase
+        phase = GaugeMetricFamily("osctl_agent_phase", "1 for the agent's phase (where its last check stopped, or "
+                                  "the one a check in progress entered), 0 for the others", labels=["phase"])
         for name in PHASES:
-            phase.add_metric([name], 1 if step is not None and step.phase == name else 0)
+            phase.add_metric([name], 1 if current == name else 0)
         total = CounterMetricFamily("osctl_agent_checks", "The agent's checks, by the phase where each one stopped "
                                     "(its outcome)", labels=["phase"])
         for name in PHASES:

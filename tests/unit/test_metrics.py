@@ -29,6 +29,7 @@ from osctl.domain import bootpointer, servicestate
 from osctl.domain.journal import HISTORY_KEEP, Journal
 from osctl.domain.settings import Settings, read_settings_file
 from osctl.errors import ConfigError, EngineUnavailable, UsageError
+from osctl.models.events import AgentEvent
 from osctl.models.fleet import Rollout
 from osctl.models.listen import ListenAddress
 from osctl.models.services import ServicesState
@@ -269,6 +270,13 @@ def test_the_agents_phase_last_check_and_rollout() -> None:
     assert value(found, "osctl_agent_target_info", target="v1.5") == 1.0
     assert value(found, "osctl_agent_rollout_failure_budget") == 2.0
     assert value(found, "osctl_agent_rollout_failures") == 0.0
+    # A check that swaps: the phase moves with the agent's events, before the check ends.
+    agent.on_event(AgentEvent("swapping", "v1.4 -> v1.5"))
+    agent.on_event(AgentEvent("slot", "slot 0 for v1.5"))  # a moment, not a phase
+    found = samples(registry)
+    assert {labels[0][1] for labels, v in named(found, "osctl_agent_phase").items() if v == 1} == {"swapping"}
+    assert value(found, "osctl_agent_checks_total", phase="rolled-back") == 1.0  # no check ended meanwhile
+    assert value(found, "osctl_agent_last_check_timestamp_seconds") == 1030.0
 
 
 def test_every_metric_is_documented_and_every_documented_one_exists(tmp_path: Path) -> None:
