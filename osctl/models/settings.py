@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, PlainValidator, field_validator
 
 from osctl.models.base import DocumentModel, Duration
+from osctl.models.listen import ListenAddress
 from osctl.models.manifest import ServiceSpec, _service_name
 from osctl.models.trust import TrustSettings
 from osctl.models.refs import validate_etcd_endpoint, validate_group, validate_host_id, validate_repository
@@ -149,6 +150,21 @@ def _bundle_path(value: str) -> str:
     return value
 
 
+# Read from text, written back as text: ``cloud-init apply`` rewrites the settings file from the model.
+Listen = Annotated[ListenAddress, PlainValidator(ListenAddress.parse), PlainSerializer(str, return_type=str)]
+
+
+class MetricsSettings(DocumentModel):
+    """Where ``osctl supervise`` and ``osctl agent`` serve ``/metrics`` (docs/metrics.md); absent: not at all.
+
+    One key per command, because a host runs both and two servers cannot share a port. An option
+    (``--metrics``) wins over the key.
+    """
+
+    supervise: Listen | None = Field(default=None, description="HOST:PORT or :PORT (loopback), e.g. :9101")
+    agent: Listen | None = Field(default=None, description="HOST:PORT or :PORT (loopback), e.g. :9102")
+
+
 class HostSettings(DocumentModel):
     """Keys of the settings file and of the ``osctl:`` user-data section; every one optional."""
 
@@ -171,6 +187,8 @@ class HostSettings(DocumentModel):
     boot: BootSettings = Field(default_factory=BootSettings)
     trust: TrustSettings = Field(default_factory=TrustSettings,
                                  description="the release keys this host trusts (docs/trust.md)")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings,
+                                     description="where supervise and agent serve Prometheus metrics (docs/metrics.md)")
     services: dict[Annotated[str, AfterValidator(_service_name)], ServiceSpec] = Field(
         default_factory=dict,
         description="extra system services, merged per name into every version's services "

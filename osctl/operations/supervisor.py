@@ -122,9 +122,14 @@ class Supervisor:
         if stream is not None:
             stream.close()
 
-    def run(self) -> None:
-        """Supervise until ``stop()``; refuses to run beside another supervisor of this host."""
+    def run(self, *, ready: Callable[[], None] = lambda: None) -> None:
+        """Supervise until ``stop()``; refuses to run beside another supervisor of this host.
+
+        ``ready`` is called once the host is this supervisor's, before its first look (the CLI
+        opens the metrics endpoint there; an error it raises ends the run).
+        """
         with supervisor_lock(self.settings.root):
+            ready()
             self._run()
 
     def _run(self) -> None:
