@@ -277,8 +277,10 @@ class Etcd:
         ``created``, is left for the reader). Failures take the same forms as ``Etcd3Client.post``'s,
         so that ``_once`` sorts them the same way."""
         try:
+            # The request timeout bounds the answer's start (a member without a leader may never
+            # say "created"); once it came, the stream may stay silent as long as nothing changes.
             response = client.session.post(client.get_url("/watch"), json={"create_request": create}, stream=True,
-                                           timeout=(self.timeout, None))
+                                           timeout=(self.timeout, self.timeout))
         except requests.exceptions.Timeout as exc:
             raise etcd_exc.ConnectionTimeoutError(str(exc)) from None
         except requests.exceptions.ConnectionError as exc:
@@ -288,6 +290,9 @@ class Etcd:
             response.close()
             failure = etcd_exc.ConnectionFailedError if response.status_code >= 500 else etcd_exc.Etcd3Exception
             raise failure(text, response.reason)
+        sock = _socket_of(response)
+        if sock is not None:
+            sock.settimeout(None)  # silence is the normal state of a watch; the caller bounds the wait
         return response
 
     # -- leases ----------------------------------------------------------------------------
@@ -539,11 +544,17 @@ def _read_watch(response: requests.Response, out: queue.Queue[list[Event] | None
         out.put(None)
 
 
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The socket under a streamed answer (urllib3 keeps its connection on the response)."""
+    connection = getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
 def _abort(response: requests.Response) -> None:
     """End a watch stream that its reader thread may be blocked on: shut the socket down first
     (``close`` alone would wait for the reader's lock, i.e. for etcd's next event)."""
-    connection = getattr(response.raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
+    sock = _socket_of(response)
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)

@@ -392,7 +392,15 @@ class Agent:
             wave_position=updatepolicy.wave_position(rollout.seed, self.host_id) if rollout else None,
             updated_at=self.clock(),
         )
-        if lease is not None and self._safe(lambda: publish_host(self.etcd, self.group, state, lease)) is not None:
+        if lease is None:
+            return
+        try:
+            publish_host(self.etcd, self.group, state, lease)
+        except EtcdLeaseGone:
+            self.lease = None  # written again under a new lease at the next check
+        except OsctlError:
+            pass  # etcd away: the host's own work goes on; written again at the next check
+        else:
             self._published = (step, lease)
 
     def _say_changed(self, step: Step) -> None:

@@ -133,3 +133,58 @@ def test_fleet_settings_in_user_data_are_validated_with_positions() -> None:
     ]
     good = parse_user_data(b"#cloud-config\nosctl:\n  fleet: {etcd: http://10.0.0.1:2379, group: web}\n", "user-data")
     assert good.issues == []
+
+
+# -- the queue, staging and the watch ranges ---------------------------------------------------
+def test_queue_keys_sort_in_the_order_hosts_joined() -> None:
+    keys = [fleetkeys.queue_key("web", 999, "z"), fleetkeys.queue_key("web", 1000, "a"),
+            fleetkeys.queue_key("web", 1000, "b")]
+    assert sorted(keys) == keys  # a revision of 999 sorts before 1000: zero-padded
+    assert keys[0] == "/osctl/fleet/web/queue/0000000000000999.z"
+    with pytest.raises(UsageError):
+        fleetkeys.queue_key("web", 1, "a/b")
+
+
+def test_the_head_of_the_queue_watches_the_rollout_and_the_slots_and_nothing_else() -> None:
+    start, end = fleetkeys.rollout_and_slots("web")
+    inside = [fleetkeys.rollout_key("web"), fleetkeys.slot_key("web", 0), fleetkeys.slot_key("web", 999)]
+    outside = [fleetkeys.queue_key("web", 5, "h"), fleetkeys.host_key("web", "h"),
+               fleetkeys.staged_key("web", 7, "h"), fleetkeys.rollout_key("web-2"), fleetkeys.slot_key("web-2", 0)]
+    assert all(start.encode() <= k.encode() < end for k in inside)
+    assert not any(start.encode() <= k.encode() < end for k in outside)
+
+
+def test_staging_marks_are_per_rollout() -> None:
+    assert fleetkeys.staged_key("web", 7, "h") == "/osctl/fleet/web/staged/7/h"
+    assert fleetkeys.staged_key("web", 7, "h").startswith(fleetkeys.staged_prefix("web", 7))
+    assert not fleetkeys.staged_key("web", 71, "h").startswith(fleetkeys.staged_prefix("web", 7))
+
+
+@pytest.mark.parametrize(("ahead", "taken", "mine", "limit", "may"), [
+    (0, 0, False, 3, True),    # first, all free
+    (2, 0, False, 3, True),    # two ahead take two of three free slots: one is left for this host
+    (3, 0, False, 3, False),   # three ahead take all three
+    (0, 3, False, 3, False),   # first, but nothing is free
+    (1, 2, False, 3, False),   # the one free slot is for the host ahead
+    (5, 3, True, 3, True),     # it holds one already (an agent restarted mid-swap)
+    (0, 4, False, 3, False),   # the limit was lowered: more holders than slots
+])
+def test_a_queued_host_takes_a_slot_only_when_the_hosts_ahead_leave_one(
+        ahead: int, taken: int, mine: bool, limit: int, may: bool) -> None:
+    from osctl.domain.fleetqueue import Place
+    from osctl.domain.fleetslots import Slot
+
+    slots = [Slot(i, f"k{i}", SlotHolder(host_id="me" if mine and i == 0 else f"h{i}", version="v1.5",
+                                         acquired_at=NOW), 1, 1) for i in range(taken)]
+    assert Place(ahead, None, slots, 10).may_take("me", limit) is may
+
+
+def test_staging_past_its_deadline_acts_as_active() -> None:
+    from datetime import timedelta
+
+    from osctl.domain.fleetstate import effective_state
+
+    staging = rollout(state="staging", stage_deadline=NOW + timedelta(minutes=5))
+    assert effective_state(staging, NOW) == "staging"
+    assert effective_state(staging, NOW + timedelta(minutes=5)) == "active"
+    assert effective_state(rollout(state="paused"), NOW + timedelta(days=1)) == "paused"
