@@ -19,6 +19,7 @@ import errno
 import ipaddress
 import json
 import logging
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -37,6 +38,9 @@ _ADDR_HINT = "give PORT, HOST:PORT or [IPv6]:PORT, e.g. 127.0.0.1:8080"
 # The page's scripts and styles are inline; nothing else may load, connect elsewhere, or frame it.
 _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
         "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})")  # a name or an IPv4 address
 
 
 class LiveSource(Protocol):
@@ -66,6 +70,8 @@ def parse_addr(addr: str | None) -> tuple[str, int]:
         if not close or (rest and not rest.startswith(":")):
             raise UsageError(f"{addr!r} is not an address to listen on", hint=_ADDR_HINT)
         host, port_text = inside, rest[1:] or str(DEFAULT_PORT)
+        if ":" not in host:
+            raise UsageError(f"{addr!r}: brackets are for IPv6 addresses", hint=_ADDR_HINT)
     elif text.count(":") > 1:  # a bare IPv6 address, no port
         host, port_text = text, str(DEFAULT_PORT)
     else:
@@ -78,7 +84,7 @@ def parse_addr(addr: str | None) -> tuple[str, int]:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise UsageError(f"{addr!r}: {host!r} is not an IPv6 address", hint=_ADDR_HINT) from None
-    elif not host or any(c.isspace() or c in "/@?#[]" for c in host):
+    elif not _HOST_NAME.fullmatch(host):
         raise UsageError(f"{addr!r}: {host!r} is not a host name or address", hint=_ADDR_HINT)
     return host, int(port_text)
 
