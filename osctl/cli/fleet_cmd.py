@@ -130,8 +130,9 @@ def _frame(summary: dict[str, Any]) -> RenderableType:
 
     lines: list[Text] = []
     rollout, slots = summary["rollout"], summary["slots"]
-    if summary["revision"] == 0 and summary["error"] is None:
-        lines.append(Text(f"group {summary['group']}: reading etcd...", style="dim"))
+    if summary["revision"] == 0:  # nothing read yet: "no rollout" would be a guess
+        lines.append(Text(f"group {summary['group']}: " + ("reading etcd..." if summary["error"] is None
+                                                           else "not read yet"), style="dim"))
     elif rollout is None:
         lines.append(Text(f"group {summary['group']}: no rollout"))
     else:

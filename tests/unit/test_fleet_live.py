@@ -447,3 +447,15 @@ def test_the_frame_says_when_etcd_is_away() -> None:
     console.print(_frame(summary))
     assert "etcd: etcd cannot read: no endpoint answered (trying again; showing what was read at" in \
         console.export_text()
+
+
+def test_the_frame_before_anything_was_read_guesses_nothing() -> None:
+    from rich.console import Console
+
+    from osctl.cli.fleet_cmd import _frame
+
+    console = Console(record=True, width=200, color_system=None)
+    console.print(_frame(summarize(None, NOW, group="web", error="etcd cannot read: no endpoint answered")))
+    text = console.export_text()
+    assert "group web: not read yet" in text and "no rollout" not in text
+    assert "etcd: etcd cannot read: no endpoint answered (trying again)" in text
