@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from osctl.adapters.registry import Registry
 from osctl.domain.imagefacts import ImageFacts
-from osctl.domain.fleetslots import FleetSemaphore, Slot
-from osctl.domain.fleetstate import read_hosts, read_rollout, update_rollout, write_rollout
+from osctl.domain import fleetkeys
+from osctl.domain.fleetslots import Slot
+from osctl.domain.fleetstate import parse_record, read_rollout, update_rollout, write_rollout
 from osctl.errors import NotFoundError, TrustError, UsageError
-from osctl.models.fleet import ALL_AT_ONCE, HostState, Rollout, RolloutState, Wave
+from osctl.models.fleet import ALL_AT_ONCE, HostState, Rollout, RolloutState, SlotHolder, Wave
 from osctl.models.version import OsVersion
 from osctl.operations.pull import resolve
 from osctl.operations.releases import judge_tags
@@ -103,12 +104,15 @@ def set_state(settings: Settings, etcd: Etcd, state: RolloutState, reason: str |
 
 @dataclass
 class FleetStatus:
-    """A group at one moment: its rollout, its live hosts, who holds a slot."""
+    """A group at one moment: its rollout, its live hosts, who holds a slot, and the etcd
+    revision all of it was read at (0 when not known); a watch for what changes next starts
+    right after that revision."""
 
     group: str
     rollout: Rollout | None
     hosts: list[HostState]
     slots: list[Slot] = field(default_factory=list)
+    revision: int = 0
 
     @property
     def on_target(self) -> int:
@@ -130,6 +134,26 @@ class FleetStatus:
 
 
 def status(settings: Settings, etcd: Etcd) -> FleetStatus:
-    found = read_rollout(etcd, settings.group)
-    return FleetStatus(settings.group, found[0] if found else None, read_hosts(etcd, settings.group),
-                       FleetSemaphore(etcd, settings.group).slots())
+    return read_status(etcd, settings.group)
+
+
+def read_status(etcd: Etcd, group: str) -> FleetStatus:
+    """The group's rollout, hosts and slots read in one request at one revision: a consistent
+    view (no host counted as swapping in a slot read before it was freed), and the revision a
+    watch of the group's changes starts after (``osctl.operations.fleetview``)."""
+    from osctl.adapters.etcd import Query
+
+    revision, (rollouts, slots, hosts) = etcd.read_many([
+        Query(fleetkeys.rollout_key(group)),
+        Query(fleetkeys.slots_prefix(group), prefix=True),
+        Query(fleetkeys.hosts_prefix(group), prefix=True),
+    ])
+    rollout = parse_record(Rollout, rollouts.kvs[0]) if rollouts.kvs else None
+    taken = []
+    for kv in slots.kvs:
+        index = fleetkeys.slot_index(group, kv.key)
+        if index is not None:
+            taken.append(Slot(index, kv.key, parse_record(SlotHolder, kv), kv.lease, kv.mod_revision))
+    states = [parse_record(HostState, kv) for kv in hosts.kvs if fleetkeys.host_of(group, kv.key) is not None]
+    return FleetStatus(group, rollout, sorted(states, key=lambda s: s.host_id), sorted(taken, key=lambda s: s.index),
+                       revision)
