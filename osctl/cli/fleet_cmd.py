@@ -159,6 +159,11 @@ def _frame(summary: dict[str, Any]) -> RenderableType:
     phases = ", ".join(f"{p}: {n}" for p, n in summary["by_phase"].items()) or "none"
     lines += [Text(f"versions: {versions}"), Text(f"phases: {phases}")]
     if rollout is not None:
+        if rollout["state"] == "staging":
+            by = f", swaps start by {_clock(rollout['stage_deadline'])} at the latest" if rollout["stage_deadline"] else ""
+            lines.append(Text(f"staging: {rollout['staged']}/{summary['hosts']} hosts done downloading{by}"))
+        elif rollout["queued"]:
+            lines.append(Text(f"queue: {rollout['queued']} host(s) waiting for a slot"))
         lines.append(Text(f"wave: {_wave_text(summary)}"))
         budget = summary["budget"]
         state = "spent" if budget["spent"] else f"{budget['left']} left"

@@ -121,8 +121,10 @@ function render(d) {
   setText("group", d.group);
   const r = d.rollout;
   if (r) {
-    setText("rollout", "rollout of " + r.target + ": " + r.state + (r.reason ? " (" + r.reason + ")" : ""),
-            r.state === "active" ? "ok" : (r.state === "done" ? "dim" : "warn"));
+    const progress = r.state === "staging" ? "; " + r.staged + " of " + d.hosts + " hosts done downloading"
+                   : (r.queued ? "; " + r.queued + " waiting for a slot" : "");
+    setText("rollout", "rollout of " + r.target + ": " + r.state + (r.reason ? " (" + r.reason + ")" : "") + progress,
+            r.state === "active" || r.state === "staging" ? "ok" : (r.state === "done" ? "dim" : "warn"));
     setText("target", "hosts running " + r.target);
   } else {
     setText("rollout", "no rollout", "dim");

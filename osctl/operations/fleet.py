@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from osctl.adapters.registry import Registry
 from osctl.domain.imagefacts import ImageFacts
 from osctl.domain import fleetkeys
-from osctl.domain.fleetslots import Slot
+from osctl.domain.fleetslots import FleetSemaphore, Slot
 from osctl.domain.fleetstate import parse_record, read_rollout, update_rollout, write_rollout
 from osctl.errors import NotFoundError, TrustError, UsageError
-from osctl.models.fleet import ALL_AT_ONCE, HostState, Rollout, RolloutState, SlotHolder, Wave
+from osctl.models.fleet import ALL_AT_ONCE, HostState, Rollout, RolloutState, Wave
 from osctl.models.version import OsVersion
 from osctl.operations.pull import resolve
 from osctl.operations.releases import judge_tags
@@ -113,6 +113,8 @@ class FleetStatus:
     hosts: list[HostState]
     slots: list[Slot] = field(default_factory=list)
     revision: int = 0
+    queued: int = 0  # hosts waiting in the queue for a slot
+    staged: int = 0  # hosts done staging for the rollout (while it stages)
 
     @property
     def on_target(self) -> int:
@@ -124,7 +126,8 @@ class FleetStatus:
             "group": self.group,
             "rollout": rollout,
             "progress": {"hosts": len(self.hosts), "on_target": self.on_target,
-                         "failed": len(self.rollout.failures) if self.rollout else 0},
+                         "failed": len(self.rollout.failures) if self.rollout else 0,
+                         "queued": self.queued, "staged": self.staged},
             "by_version": dict(sorted(Counter(h.running or "none" for h in self.hosts).items())),
             "by_phase": dict(sorted(Counter(h.phase for h in self.hosts).items())),
             "slots": [{"index": s.index, "host_id": s.holder.host_id, "version": s.holder.version,
@@ -143,17 +146,15 @@ def read_status(etcd: Etcd, group: str) -> FleetStatus:
     watch of the group's changes starts after (``osctl.operations.fleetview``)."""
     from osctl.adapters.etcd import Query
 
-    revision, (rollouts, slots, hosts) = etcd.read_many([
+    revision, (rollouts, slots, hosts, queued, staged) = etcd.read_many([
         Query(fleetkeys.rollout_key(group)),
         Query(fleetkeys.slots_prefix(group), prefix=True),
         Query(fleetkeys.hosts_prefix(group), prefix=True),
+        Query(fleetkeys.queue_prefix(group), prefix=True, count_only=True),
+        Query(fleetkeys.staged_prefix(group), prefix=True, count_only=True),  # emptied by each new rollout
     ])
     rollout = parse_record(Rollout, rollouts.kvs[0]) if rollouts.kvs else None
-    taken = []
-    for kv in slots.kvs:
-        index = fleetkeys.slot_index(group, kv.key)
-        if index is not None:
-            taken.append(Slot(index, kv.key, parse_record(SlotHolder, kv), kv.lease, kv.mod_revision))
+    taken = FleetSemaphore(etcd, group).parse(slots.kvs)
     states = [parse_record(HostState, kv) for kv in hosts.kvs if fleetkeys.host_of(group, kv.key) is not None]
-    return FleetStatus(group, rollout, sorted(states, key=lambda s: s.host_id), sorted(taken, key=lambda s: s.index),
-                       revision)
+    return FleetStatus(group, rollout, sorted(states, key=lambda s: s.host_id), taken, revision,
+                       queued=queued.count, staged=staged.count)

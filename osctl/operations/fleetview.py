@@ -81,7 +81,9 @@ def summarize(found: FleetStatus | None, now: datetime, *, group: str, error: st
     if rollout is None:
         return summary
     summary["rollout"] = {"target": rollout.target, "state": rollout.state, "reason": rollout.reason,
-                          "started_at": rollout.started_at.isoformat(), "max_concurrent": rollout.max_concurrent}
+                          "started_at": rollout.started_at.isoformat(), "max_concurrent": rollout.max_concurrent,
+                          "stage_deadline": rollout.stage_deadline.isoformat() if rollout.stage_deadline else None,
+                          "staged": found.staged, "queued": found.queued}
     summary["wave"] = wave_summary(rollout, [h.host_id for h in hosts], now)
     used = len(rollout.failures)
     summary["budget"] = {"used": used, "budget": rollout.failure_budget,
