@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +63,21 @@ SLOT_RETRY = 1.0  # seconds before asking again when etcd is away or a race was 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class _Either:
+    """Two events seen as one, for a wait that either of them ends (stop, or a nudge)."""
+
+    def __init__(self, first: threading.Event, second: threading.Event) -> None:
+        self.first, self.second = first, second
+
+    def is_set(self) -> bool:
+        return self.first.is_set() or self.second.is_set()
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.second.wait(min(left, 0.2))
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,7 @@ class Agent:
         self.last = Step("idle", None, "starting")
         self._keeper: threading.Thread | None = None
         self._stop = threading.Event()
+        self._nudge = threading.Event()  # set by the lease keeper: check now, the lease is gone
 
     # ------------------------------------------------------------------ the loop
 
@@ -147,21 +164,27 @@ class Agent:
             self._leave()
 
     def _wait(self, wait: Wait, stop: threading.Event) -> None:
+        """Until what the step waits for happens, its time comes, the check interval passes, the
+        lease keeper finds the lease gone (everything under it must be written again), or stop."""
         interval = dataclasses.replace(self.base).file.update.check_interval
         timeout = updatepolicy.next_check(interval, JITTER, self.rng)
         if wait.soon:
             timeout = min(timeout, SLOT_RETRY)
         if wait.until is not None:
             timeout = min(timeout, max(0.0, (wait.until - self.clock()).total_seconds()) + 0.05)
-        if wait.watch is not None and self.etcd is not None:
-            w = wait.watch
-            try:
-                self.etcd.watch(w.key, range_end=w.range_end, since=w.since, timeout=timeout, stop=stop,
-                                wanted=w.wanted)
-                return
-            except OsctlError:
-                timeout = min(timeout, SLOT_RETRY)  # etcd away: the next check says so
-        stop.wait(timeout)
+        wake = _Either(stop, self._nudge)
+        try:
+            if wait.watch is not None and self.etcd is not None:
+                w = wait.watch
+                try:
+                    self.etcd.watch(w.key, range_end=w.range_end, since=w.since, timeout=timeout, stop=wake,
+                                    wanted=w.wanted)
+                    return
+                except OsctlError:
+                    timeout = min(timeout, SLOT_RETRY)  # etcd away: the next check says so
+            wake.wait(timeout)
+        finally:
+            self._nudge.clear()
 
     def tick(self) -> Step:
         """Walk the gates once; publish where the host stopped."""
@@ -371,6 +394,7 @@ class Agent:
                         self.events(AgentEvent("lease", "the lease expired; a new one is taken at the next check"))
                         if self.lease == lease:
                             self.lease = None
+                            self._nudge.set()
                 except OsctlError:
                     pass  # etcd unreachable: the main loop reports it; the lease may still live
         finally:

@@ -36,8 +36,10 @@ def host_env(host: SimHost) -> dict[str, str]:
 
 
 def write_config(host: SimHost, endpoints: Iterable[str], group: str, *, policy: str = "auto",
-                 check_interval: str = "1s", health_timeout: str = "20s") -> None:
-    """The host's ``config.yaml``: the fleet, and an update policy that checks every second."""
+                 check_interval: str = "60s", health_timeout: str = "20s") -> None:
+    """The host's ``config.yaml``: the fleet and an update policy. The agents wait on etcd
+    watches; the check interval is only their safety net, and a minute of it means that a
+    fleet test passing only thanks to the interval would take many minutes, not pass quietly."""
     config = host.root / "etc/osctl/config.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(
