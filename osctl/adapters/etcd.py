@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import queue
 import socket
 import threading
 import time
@@ -236,45 +235,48 @@ class Etcd:
 
     # -- watches ---------------------------------------------------------------------------
     def watch(self, key: str, *, range_end: bytes | None = None, prefix: bool = False, since: int,
-              timeout: float, stop: Stoppable | None = None,
+              timeout: float, stop: Stoppable | None = None, wake: threading.Event | None = None,
               wanted: Callable[[Event], bool] = lambda _event: True) -> list[Event] | None:
         """Wait for a change of ``key`` (or the range up to ``range_end``, or every key under it
         with ``prefix``) at revision ``since`` or later: the changes of the first answer holding
-        a ``wanted`` one, or None when ``timeout`` passed or ``stop`` was set first.
+        a ``wanted`` one, or None when ``timeout`` passed, or ``stop`` or ``wake`` was set first.
 
         Why a watch: a host waiting for a slot learns the moment one is freed, with one request,
         instead of asking etcd again and again. Starting at ``since`` (the revision of the read
         that decided to wait, plus one) means nothing that happened in between is missed: etcd
         replays it at once. One stream per call, read by a thread of its own so that the caller
-        can give up at its deadline or on ``stop``; ending early, a broken stream (the member
-        went away) and a compacted history all return an empty list: the caller reads again,
-        which is always safe. Unwanted events (e.g. a slot being taken, for a host waiting for
-        one to be freed) are skipped without a new request.
+        can give up at its deadline; ending early, a broken stream (the member went away) and a
+        compacted history all return an empty list: the caller reads again, which is always
+        safe. Unwanted events (e.g. a slot being taken, for a host waiting for one to be freed)
+        are skipped without a new request.
+
+        ``wake``: an event the caller may set from elsewhere to end the wait; the reader sets it
+        too when it has an answer, so the caller sleeps on one event and nothing polls (a
+        thousand waiting agents in one process must cost nothing). ``stop`` is looked at every
+        0.2 s, for callers that cannot hand over an event of their own.
         """
         end = _prefix_end(key) if prefix else range_end
         create: dict[str, Any] = {"key": _b64(key), "start_revision": str(max(1, since))}
         if end is not None:
             create["range_end"] = _b64(end)
-        found: queue.Queue[list[Event] | None] = queue.Queue()
         response = self._call("watch", lambda client: self._open_watch(client, create))
-        reader = threading.Thread(target=_read_watch, args=(response, found), name="etcd-watch", daemon=True)
+        answer: list[list[Event]] = []  # what the reader found: the wanted events, or [] when the stream ended
+        ring = wake if wake is not None else threading.Event()
+        abandoned = threading.Event()
+        reader = threading.Thread(target=_read_watch, args=(response, wanted, answer, ring, abandoned),
+                                  name="etcd-watch", daemon=True)
         reader.start()
         deadline = time.monotonic() + max(0.0, timeout)
         try:
             while True:
+                if answer:
+                    return answer[0]
                 left = deadline - time.monotonic()
-                if left <= 0 or (stop is not None and stop.is_set()):
+                if left <= 0 or (stop is not None and stop.is_set()) or (wake is not None and wake.is_set()):
                     return None
-                try:
-                    events = found.get(timeout=min(left, 0.2))
-                except queue.Empty:
-                    continue
-                if events is None:  # the stream ended: the member left, or the history was compacted
-                    return []
-                chosen = [e for e in events if wanted(e)]
-                if chosen:
-                    return chosen
+                ring.wait(left if stop is None else min(left, 0.2))
         finally:
+            abandoned.set()
             _abort(response)
             reader.join(timeout=1.0)
 
@@ -530,8 +532,11 @@ class RangeResult:
 MAX_WATCH_LINE = 4 * 1024 * 1024  # one answer of a watch stream: far above what a group's keys make
 
 
-def _read_watch(response: requests.Response, out: queue.Queue[list[Event] | None]) -> None:
-    """Turn a watch stream into lists of events on ``out``; None once it ends, however it ends."""
+def _read_watch(response: requests.Response, wanted: Callable[[Event], bool], answer: list[list[Event]],
+                ring: threading.Event, abandoned: threading.Event) -> None:
+    """Read a watch stream until it holds a wanted event (put into ``answer``) or ends (``[]``),
+    then ring; an end the caller caused (``abandoned``) rings nobody."""
+    found: list[Event] = []
     try:
         for line in response.iter_lines(chunk_size=1024):
             if not line:
@@ -541,13 +546,14 @@ def _read_watch(response: requests.Response, out: queue.Queue[list[Event] | None
             result = json.loads(line).get("result") or {}
             if result.get("canceled") or result.get("compact_revision"):
                 break
-            events = [_watch_event(item) for item in result.get("events") or []]
-            if events:
-                out.put(events)
+            found = [e for e in map(_watch_event, result.get("events") or []) if wanted(e)]
+            if found:
+                break
     except (requests.RequestException, ValueError, AttributeError, OSError, EtcdError):
         pass  # closed by the caller, or a member went away: the caller reads again
-    finally:
-        out.put(None)
+    if not abandoned.is_set():
+        answer.append(found)
+        ring.set()
 
 
 def _socket_of(response: requests.Response) -> socket.socket | None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,21 +62,6 @@ SLOT_RETRY = 1.0  # seconds before asking again when etcd is away or a race was 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class _Either:
-    """Two events seen as one, for a wait that either of them ends (stop, or a nudge)."""
-
-    def __init__(self, first: threading.Event, second: threading.Event) -> None:
-        self.first, self.second = first, second
-
-    def is_set(self) -> bool:
-        return self.first.is_set() or self.second.is_set()
-
-    def wait(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.is_set() and (left := deadline - time.monotonic()) > 0:
-            self.second.wait(min(left, 0.2))
 
 
 @dataclass(frozen=True)
@@ -142,13 +126,17 @@ class Agent:
         self.last = Step("idle", None, "starting")
         self._keeper: threading.Thread | None = None
         self._stop = threading.Event()
-        self._nudge = threading.Event()  # set by the lease keeper: check now, the lease is gone
+        # What ends a wait: an etcd watch's answer, the lease keeper (the lease is gone: check
+        # now), or the stop.
+        self._nudge = threading.Event()
 
     # ------------------------------------------------------------------ the loop
 
     def run(self, stop: threading.Event, *, once: bool = False) -> None:
         """Recover what a crash left, then tick until ``stop`` is set."""
         self._stop = stop
+        # Waits sleep on one event, the nudge: a stop must ring it too (one thread, no polling).
+        threading.Thread(target=lambda: (stop.wait(), self._nudge.set()), name="stop", daemon=True).start()
         self._recover()
         if self.etcd is not None:
             self.keeper_etcd = Etcd(self.base.etcd_endpoints)  # the main client may be busy
@@ -172,19 +160,19 @@ class Agent:
             timeout = min(timeout, SLOT_RETRY)
         if wait.until is not None:
             timeout = min(timeout, max(0.0, (wait.until - self.clock()).total_seconds()) + 0.05)
-        wake = _Either(stop, self._nudge)
         try:
             if wait.watch is not None and self.etcd is not None:
                 w = wait.watch
                 try:
-                    self.etcd.watch(w.key, range_end=w.range_end, since=w.since, timeout=timeout, stop=wake,
+                    self.etcd.watch(w.key, range_end=w.range_end, since=w.since, timeout=timeout, wake=self._nudge,
                                     wanted=w.wanted)
                     return
                 except OsctlError:
                     timeout = min(timeout, SLOT_RETRY)  # etcd away: the next check says so
-            wake.wait(timeout)
+            self._nudge.wait(timeout)
         finally:
-            self._nudge.clear()
+            if not stop.is_set():
+                self._nudge.clear()
 
     def tick(self) -> Step:
         """Walk the gates once; publish where the host stopped."""
