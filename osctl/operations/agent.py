@@ -84,6 +84,11 @@ class Wait:
     soon: bool = False  # ask again in a second (etcd away, a race lost)
 
 
+# After a swap (or a refusal) the next check comes at once: it finds nothing to do, and waits on
+# the rollout record from a fresh revision instead of for a whole check interval.
+AT_ONCE = Wait(soon=True, until=datetime.min.replace(tzinfo=UTC))
+
+
 @dataclass(frozen=True)
 class Step:
     """Where one tick stopped, and why (one line for humans and for ``fleet status``)."""
@@ -325,9 +330,9 @@ class Agent:
                 update_rollout(self.etcd, self.group,
                                lambda r: add_failure(r, failure, self.clock()) if r.target == target else None)
             self.events(AgentEvent("rolled-back", swapped.detail))
-            return Step("rolled-back", target, f"rolled back to {running}: {swapped.detail}")
+            return Step("rolled-back", target, f"rolled back to {running}: {swapped.detail}", AT_ONCE)
         self.events(AgentEvent("swapped", swapped.detail))
-        return Step("healthy", target, swapped.detail)
+        return Step("healthy", target, swapped.detail, AT_ONCE)
 
     def _refused(self, target: str, rollout: Rollout | None, exc: TrustError) -> Step:
         """The release keys do not vouch for the target: the host stays as it is, and a rollout
@@ -338,7 +343,7 @@ class Agent:
             self._safe(lambda: update_rollout(self.etcd, self.group,  # type: ignore[arg-type]
                                               lambda r: add_failure(r, failure, self.clock())
                                               if r.target == target else None))
-        return Step("refused", target, exc.message)
+        return Step("refused", target, exc.message, AT_ONCE)
 
     def _leave_queue(self) -> None:
         if self._queued is not None and self.etcd is not None:

@@ -116,3 +116,6 @@ def test_a_pause_empties_the_queue_and_a_resume_fills_it_again(group: Group) -> 
     assert on_pause <= 2, "at most the host swapping when it paused finished (and one already done)"
     fleetstate.update_rollout(group.etcd, group.group, lambda r: r.model_copy(update={"state": "active"}))
     wait_for(lambda: group.on("v1.5") == 6, 30, lambda: f"{group.on('v1.5')} of 6 on v1.5 after the resume")
+    # hosts that just swapped wait on the rollout record, not for their ten-minute check interval
+    group.roll_out("v1.6", 6, stage_for=None)
+    wait_for(lambda: group.on("v1.6") == 6, 30, lambda: f"{group.on('v1.6')} of 6 on the next rollout's v1.6")
