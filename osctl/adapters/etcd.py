@@ -150,7 +150,7 @@ class Etcd:
 
     def get_prefix(self, prefix: str) -> list[KeyValue]:
         """Every key under ``prefix``, sorted by key, read at one revision (a consistent view)."""
-        return [_kv(item) for item in self._range(prefix, _prefix_end(prefix), None).get("kvs") or []]
+        return [_kv(item) for item in self._range(prefix, prefix_end(prefix), None).get("kvs") or []]
 
     def revision(self) -> int:
         """The cluster's current store revision (linearizable): where a later ``history`` starts."""
@@ -204,14 +204,14 @@ class Etcd:
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix`` (a group's whole state, a test's leftovers); how many."""
-        payload = {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}
+        payload = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
         return _int(self._post("delete", "/kv/deleterange", payload).get("deleted"))
 
     def write_many(self, puts: Sequence[tuple[str, dict[str, Any]]], *, clear_prefixes: Sequence[str] = ()) -> int:
         """Delete every key under ``clear_prefixes`` and write ``puts``, as one transaction: no
         reader ever sees one without the other (a new rollout and its group's emptied staging
         marks). The revision of the write."""
-        ops: list[dict[str, Any]] = [{"request_delete_range": {"key": _b64(p), "range_end": _b64(_prefix_end(p))}}
+        ops: list[dict[str, Any]] = [{"request_delete_range": {"key": _b64(p), "range_end": _b64(prefix_end(p))}}
                                      for p in clear_prefixes]
         ops += [{"request_put": {"key": _b64(k), "value": _b64(_encode(v))}} for k, v in puts]
         result = self._post("write", "/kv/txn", {"compare": [], "success": ops, "failure": []})
@@ -255,7 +255,7 @@ class Etcd:
         thousand waiting agents in one process must cost nothing). ``stop`` is looked at every
         0.2 s, for callers that cannot hand over an event of their own.
         """
-        end = _prefix_end(key) if prefix else range_end
+        end = prefix_end(key) if prefix else range_end
         create: dict[str, Any] = {"key": _b64(key), "start_revision": str(max(1, since))}
         if end is not None:
             create["range_end"] = _b64(end)
@@ -368,7 +368,7 @@ class Etcd:
         """The prefix as it was at a past revision (nothing before the first one)."""
         if revision < 1:
             return {}
-        kvs = self._range(prefix, _prefix_end(prefix), revision).get("kvs") or []
+        kvs = self._range(prefix, prefix_end(prefix), revision).get("kvs") or []
         return {kv.key: kv for kv in map(_kv, kvs)}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -508,7 +508,7 @@ class Query:
     count_only: bool = False
 
     def payload(self) -> dict[str, Any]:
-        end = _prefix_end(self.key) if self.prefix else self.range_end
+        end = prefix_end(self.key) if self.prefix else self.range_end
         body: dict[str, Any] = {"key": _b64(self.key)}
         if end is not None:
             body["range_end"] = _b64(end)
@@ -609,7 +609,7 @@ def _b64(data: str | bytes) -> str:
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode("ascii")
 
 
-def _prefix_end(prefix: str) -> bytes:
+def prefix_end(prefix: str) -> bytes:
     """The first key after every key starting with ``prefix`` (its last byte plus one)."""
     raw = bytearray(prefix.encode())
     if not raw or raw[-1] == 0xFF:

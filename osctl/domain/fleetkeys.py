@@ -22,6 +22,7 @@ host ids cannot contain '/' (``models.refs``), so a key always parses back unamb
 
 from __future__ import annotations
 
+from osctl.adapters.etcd import prefix_end
 from osctl.errors import UsageError
 from osctl.models.refs import validate_group, validate_host_id
 
@@ -56,11 +57,16 @@ def hosts_prefix(group: str) -> str:
 
 
 def host_key(group: str, host_id: str) -> str:
+    return f"{hosts_prefix(group)}{_host(host_id)}"
+
+
+def _host(host_id: str) -> str:
+    """A host id checked before it becomes part of a key (it must not add a level)."""
     try:
         validate_host_id(host_id)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return f"{hosts_prefix(group)}{host_id}"
+    return host_id
 
 
 def slot_index(group: str, key: str) -> int | None:
@@ -81,11 +87,7 @@ def queue_prefix(group: str) -> str:
 
 def queue_key(group: str, revision: int, host_id: str) -> str:
     """A waiting host's place: names sort by the revision it joined at, then by host id."""
-    try:
-        validate_host_id(host_id)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return f"{queue_prefix(group)}{revision:016d}.{host_id}"
+    return f"{queue_prefix(group)}{revision:016d}.{_host(host_id)}"
 
 
 def staged_prefix(group: str, seed: int | None = None) -> str:
@@ -95,24 +97,11 @@ def staged_prefix(group: str, seed: int | None = None) -> str:
 
 
 def staged_key(group: str, seed: int, host_id: str) -> str:
-    try:
-        validate_host_id(host_id)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return f"{staged_prefix(group, seed)}{host_id}"
-
-
-def range_end(prefix: str) -> bytes:
-    """The first key after every key starting with ``prefix`` (its last byte plus one)."""
-    raw = bytearray(prefix.encode())
-    if not raw or raw[-1] == 0xFF:
-        raise ValueError(f"cannot range over the prefix {prefix!r}")
-    raw[-1] += 1
-    return bytes(raw)
+    return f"{staged_prefix(group, seed)}{_host(host_id)}"
 
 
 def rollout_and_slots(group: str) -> tuple[str, bytes]:
     """One key range holding the rollout record and every slot, and nothing else (``queue/`` and
     ``hosts/`` sort before ``rollout``, ``staged/`` after ``slots/``): what the first host in
     the queue watches, with one stream, to learn of a freed slot or of a pause."""
-    return rollout_key(group), range_end(slots_prefix(group))
+    return rollout_key(group), prefix_end(slots_prefix(group))

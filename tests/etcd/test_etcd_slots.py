@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -23,22 +21,6 @@ from tests.support.etcd_cluster import EtcdCluster
 from tests.support.waiting import wait_for
 
 VERSION = "v1.5"
-
-
-@pytest.fixture
-def group() -> str:
-    return f"osctltest-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def etcd(etcd_cluster: EtcdCluster, group: str) -> Iterator[Etcd]:
-    client = Etcd(etcd_cluster.endpoints, timeout=1.0, attempts=3, deadline=5.0)
-    yield client
-    try:
-        client.delete_prefix(fleetkeys.group_prefix(group))
-    except EtcdUnavailable:
-        pass
-    client.close()
 
 
 def replay_holders(events: list[Event], group: str) -> tuple[int, dict[str, int]]:

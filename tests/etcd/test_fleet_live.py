@@ -20,16 +20,12 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 
 from osctl.adapters.etcd import Etcd
 from osctl.domain import fleetkeys, fleetstate
-from osctl.errors import EtcdUnavailable
 from osctl.models.fleet import HostState, Rollout, RolloutFailure, SlotHolder, Wave
 from tests.support.chromium import Chromium
 from tests.support.etcd_cluster import EtcdCluster
@@ -39,22 +35,6 @@ REPO = Path(__file__).resolve().parents[2]
 HOSTS = [f"live-{i}" for i in range(6)]
 HOSTILE = '<img src=x onerror="window.__pwned=1"> [bold]not markup[/]'
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@pytest.fixture
-def group() -> str:
-    return f"osctltest-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def etcd(etcd_cluster: EtcdCluster, group: str) -> Iterator[Etcd]:
-    client = Etcd(etcd_cluster.endpoints, timeout=1.0, attempts=3, deadline=5.0)
-    yield client
-    try:
-        client.delete_prefix(fleetkeys.group_prefix(group))
-    except EtcdUnavailable:
-        pass
-    client.close()
 
 
 class Output:
