@@ -194,6 +194,10 @@ class EtcdError(OsctlError):
     """etcd answered, but with an error (a compacted revision, a malformed value, ...)."""
 
 
+class EtcdLeaseGone(EtcdError):
+    """A write under a lease that has expired (its keys are gone): take a new lease and write again."""
+
+
 class HostLocked(OsctlError):
     """Another osctl process holds this host's lock."""
 

@@ -46,7 +46,7 @@ from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_a
 from tenacity import stop_after_delay, wait_exponential, wait_random
 
 from osctl.adapters.netaddr import is_loopback
-from osctl.errors import EtcdError, EtcdUnavailable, UsageError
+from osctl.errors import EtcdError, EtcdLeaseGone, EtcdUnavailable, UsageError
 from osctl.models.refs import validate_etcd_endpoint
 
 log = logging.getLogger(__name__)
@@ -457,6 +457,8 @@ class Etcd:
             code, message = _error_body(exc)
             if code in _TRANSIENT_CODES:
                 raise _Transient(endpoint, message) from None
+            if _LEASE_NOT_FOUND in message:
+                raise EtcdLeaseGone(f"etcd at {endpoint} refused to {what}: {message}") from None
             raise EtcdError(f"etcd at {endpoint} refused to {what}: {message}") from None
         except (requests.RequestException, ValueError) as exc:  # a broken answer: try another member
             raise _Transient(endpoint, f"unreadable answer ({type(exc).__name__})") from None

@@ -33,6 +33,7 @@ def agent(app: AppContext, once: bool, lease_ttl: int, metrics: ListenAddress | 
     last check and rollout (docs/metrics.md).
     """
     from osctl.operations.agent import Agent
+    from osctl.operations.agenthost import LocalHost
 
     settings = app.settings
     settings.file.update  # noqa: B018 - a bad settings file is reported before anything starts
@@ -61,7 +62,7 @@ def agent(app: AppContext, once: bool, lease_ttl: int, metrics: ListenAddress | 
             metrics_view.on_event(event)
             show(event)
 
-    runner = Agent(settings, app.engine, lease_ttl=lease_ttl, events=events,
+    runner = Agent(settings, LocalHost(settings, app.engine, events), lease_ttl=lease_ttl, events=events,
                    on_tick=observed.on_tick if observed is not None else None)
     server = start(app, address, observed) if address is not None else None
     try:

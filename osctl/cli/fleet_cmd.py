@@ -45,17 +45,29 @@ def _etcd(app: AppContext):  # type: ignore[no-untyped-def]
               help="Cumulative shares of the group opened over time, e.g. 10%@0s,50%@10m,100%@30m.")
 @click.option("--failure-budget", default=1, show_default=True, type=click.IntRange(min=1),
               help="Hosts that may roll back before the rollout pauses for everyone.")
+@click.option("--stage-timeout", default="30m", show_default=True, metavar="DURATION",
+              help="Download first: no host swaps until every host has the version, or this long at most.")
+@click.option("--no-stage", is_flag=True, help="No download-only phase: hosts swap as soon as they have the version.")
 @click.option("--no-check", is_flag=True, help="Do not look the version up in the registry (--image) first.")
 @group_option
 @json_option
 @pass_app
-def rollout(app: AppContext, target: str, max_concurrent: int, waves: str, failure_budget: int, no_check: bool,
-            as_json: bool) -> None:
-    """Start (or replace) the group's rollout to version V."""
+def rollout(app: AppContext, target: str, max_concurrent: int, waves: str, failure_budget: int, stage_timeout: str,
+            no_stage: bool, no_check: bool, as_json: bool) -> None:
+    """Start (or replace) the group's rollout to version V.
+
+    Every host first downloads V (the rollout is "staging"); swaps start, at most
+    --max-concurrent at once, when the last host has it or after --stage-timeout.
+    """
     from osctl.domain.updatepolicy import parse_waves
+    from osctl.models.base import parse_duration
     from osctl.operations.fleet import RolloutRequest, start_rollout
 
-    request = RolloutRequest(target, max_concurrent, parse_waves(waves), failure_budget)
+    try:
+        stage = None if no_stage else parse_duration(stage_timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--stage-timeout") from None
+    request = RolloutRequest(target, max_concurrent, parse_waves(waves), failure_budget, stage)
     with _etcd(app) as etcd:
         started, previous = start_rollout(app.settings, etcd, request, check_registry=not no_check)
     if as_json:
@@ -63,7 +75,9 @@ def rollout(app: AppContext, target: str, max_concurrent: int, waves: str, failu
         return
     if previous is not None and previous.state in ("active", "paused"):
         render.warn(f"replaced the {previous.state} rollout of {previous.target}")
-    render.stdout.print(f"rollout of {started.target} started in group {app.settings.group}: at most "
+    staging = (f"hosts download it first (swaps start when all have it, by {started.stage_deadline:%H:%M:%S}Z at "
+               "the latest); then " if started.stage_deadline else "")
+    render.stdout.print(f"rollout of {started.target} started in group {app.settings.group}: {staging}at most "
                         f"{started.max_concurrent} host(s) at once, pauses after {started.failure_budget} failure(s)")
 
 
@@ -129,5 +143,5 @@ def _state_command(name: str, state: str, doc: str) -> None:
 
 
 _state_command("pause", "paused", "Stop new swaps in the group (hosts swapping now finish).")
-_state_command("resume", "active", "Let a paused rollout go on (its failures stay counted).")
+_state_command("resume", "active", "Let a paused rollout go on (its failures stay counted), or end staging now.")
 _state_command("abort", "aborted", "Give the rollout up for good; hosts keep what they run.")

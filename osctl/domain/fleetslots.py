@@ -61,8 +61,12 @@ class FleetSemaphore:
 
     def slots(self) -> list[Slot]:
         """Every taken slot of the group, by index (read at one revision)."""
+        return self.parse(self.etcd.get_prefix(self.prefix))
+
+    def parse(self, kvs: list[KeyValue]) -> list[Slot]:
+        """The taken slots among keys read under the slots' prefix, by index."""
         found = []
-        for kv in self.etcd.get_prefix(self.prefix):
+        for kv in kvs:
             index = fleetkeys.slot_index(self.group, kv.key)
             if index is not None:
                 found.append(_slot(index, kv))
@@ -77,27 +81,41 @@ class FleetSemaphore:
         if max_concurrent < 1:
             raise ValueError("max_concurrent is at least 1")
         for _ in range(ROUNDS):
-            taken = self.slots()
-            mine = [s for s in taken if s.holder.host_id == host_id]
-            if mine:
-                kept = self._keep(mine, version, lease)
-                if kept is not None:
-                    return kept
-                continue  # it expired or changed under us: read again
-            if len(taken) >= max_concurrent:
-                return None
-            used = {s.index for s in taken}
-            free = [i for i in range(max_concurrent) if i not in used]
-            # Start at a place of the host's own, so that competitors spread over the free slots
-            # instead of all racing for the first one.
-            start = int.from_bytes(hashlib.sha256(host_id.encode()).digest()[:4], "big") % len(free)
-            for index in free[start:] + free[:start]:
-                holder = SlotHolder(host_id=host_id, version=version, acquired_at=self._clock())
-                key = fleetkeys.slot_key(self.group, index)
-                revision = self.etcd.create(key, holder.model_dump(mode="json"), lease=lease)
-                if revision is not None:
-                    return Slot(index, key, holder, lease, revision)
+            slot, settled = self.take(host_id, version, lease, max_concurrent, self.slots())
+            if slot is not None or settled:
+                return slot
         return None
+
+    def take(self, host_id: str, version: str, lease: int, max_concurrent: int,
+             taken: list[Slot]) -> tuple[Slot | None, bool]:
+        """One attempt given the slots as just read (``taken``): the slot, and whether the answer
+        is settled (True: a slot, or all are taken; False: someone was quicker, read again).
+
+        A host that waited in the group's queue has read the slots with its place (one request
+        for both), so it goes straight to the create."""
+        mine = [s for s in taken if s.holder.host_id == host_id]
+        if mine:
+            kept = self._keep(mine, version, lease)
+            return kept, kept is not None  # None: it expired or changed under us
+        if len(taken) >= max_concurrent:
+            return None, True
+        used = {s.index for s in taken}
+        free = [i for i in range(max_concurrent) if i not in used]
+        # Start at a place of the host's own, so that competitors spread over the free slots
+        # instead of all racing for the first one.
+        start = int.from_bytes(hashlib.sha256(host_id.encode()).digest()[:4], "big") % len(free)
+        for index in free[start:] + free[:start]:
+            holder = SlotHolder(host_id=host_id, version=version, acquired_at=self._clock())
+            key = fleetkeys.slot_key(self.group, index)
+            revision = self.etcd.create(key, holder.model_dump(mode="json"), lease=lease)
+            if revision is not None:
+                return Slot(index, key, holder, lease, revision), True
+        return None, False
+
+    def give_back(self, slot: Slot) -> bool:
+        """Free a slot this host took (one request: its key and revision are known); False when it
+        had already gone (its lease expired)."""
+        return self.etcd.delete(slot.key, mod_revision=slot.mod_revision)
 
     def release(self, host_id: str) -> bool:
         """Give back the slot ``host_id`` holds: True when it held one (and now holds none), False

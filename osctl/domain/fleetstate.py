@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from osctl.adapters.etcd import Query
 from osctl.domain import fleetkeys
 from osctl.errors import EtcdError
-from osctl.models.fleet import HostState, Rollout, RolloutFailure
+from osctl.models.fleet import HostState, Rollout, RolloutFailure, RolloutState, StagedMark
 
 if TYPE_CHECKING:
     from osctl.adapters.etcd import Etcd, KeyValue
@@ -35,9 +36,53 @@ def read_rollout(etcd: Etcd, group: str) -> tuple[Rollout, int] | None:
     return (parse_record(Rollout, kv), kv.mod_revision) if kv is not None else None
 
 
+def read_rollout_at(etcd: Etcd, group: str) -> tuple[Rollout | None, int]:
+    """The group's rollout (or None) and the revision of the read: a watch of the rollout from
+    that revision + 1 sees every later change, so a host that decided to wait misses none."""
+    revision, (found,) = etcd.read_many([Query(fleetkeys.rollout_key(group))])
+    return (parse_record(Rollout, found.kvs[0]) if found.kvs else None), revision
+
+
 def write_rollout(etcd: Etcd, group: str, rollout: Rollout) -> int:
-    """Start (or replace) the group's rollout, whatever was there; the revision of the write."""
-    return etcd.put(fleetkeys.rollout_key(group), rollout.model_dump(mode="json"))
+    """Start (or replace) the group's rollout, whatever was there; the revision of the write.
+
+    The group's staging marks go in the same transaction: they belong to the rollout replaced,
+    and a host must never count one of them towards the new one."""
+    return etcd.write_many([(fleetkeys.rollout_key(group), rollout.model_dump(mode="json"))],
+                           clear_prefixes=[fleetkeys.staged_prefix(group)])
+
+
+def effective_state(rollout: Rollout, now: datetime) -> RolloutState:
+    """The rollout's state as hosts act on it: staging past its deadline is active."""
+    if rollout.state == "staging" and rollout.stage_deadline is not None and now >= rollout.stage_deadline:
+        return "active"
+    return rollout.state
+
+
+def mark_staged(etcd: Etcd, group: str, rollout: Rollout, mark: StagedMark, lease: int) -> int:
+    """Say, under the host's lease, that it is done staging for ``rollout``."""
+    return etcd.put(fleetkeys.staged_key(group, rollout.seed, mark.host_id), mark.model_dump(mode="json"),
+                    lease=lease)
+
+
+def end_staging_if_done(etcd: Etcd, group: str, rollout: Rollout, now: datetime) -> bool:
+    """Turn the rollout active when every live host of the group is done staging (one read of two
+    counts; the last host to stage is the one that finds them equal). Whether it did."""
+    _revision, (staged, hosts) = etcd.read_many([
+        Query(fleetkeys.staged_prefix(group, rollout.seed), prefix=True, count_only=True),
+        Query(fleetkeys.hosts_prefix(group), prefix=True, count_only=True),
+    ])
+    if staged.count < hosts.count:
+        return False
+
+    def activate(current: Rollout) -> Rollout | None:
+        if current.seed != rollout.seed or current.state != "staging":
+            return None
+        return current.model_copy(update={"state": "active", "updated_at": now,
+                                          "reason": f"every host staged ({staged.count})"})
+
+    updated = update_rollout(etcd, group, activate)
+    return updated is not None and updated.state == "active"
 
 
 def update_rollout(etcd: Etcd, group: str, change: Callable[[Rollout], Rollout | None]) -> Rollout | None:

@@ -50,7 +50,7 @@ def _waves(waves: tuple[Wave, ...]) -> tuple[Wave, ...]:
 Waves = Annotated[tuple[Wave, ...], AfterValidator(_waves)]
 ALL_AT_ONCE: tuple[Wave, ...] = (Wave(share=1.0, after=0.0),)
 
-RolloutState = Literal["active", "paused", "aborted", "done"]
+RolloutState = Literal["staging", "active", "paused", "aborted", "done"]
 
 
 class RolloutFailure(Record):
@@ -65,8 +65,11 @@ class RolloutFailure(Record):
 class Rollout(Record):
     """A group's rollout: what every host of the group converges to, and how fast.
 
-    ``state``: ``active`` (hosts proceed), ``paused`` (nobody starts a swap; ``reason`` says why,
-    e.g. the failure budget is spent), ``aborted`` (given up for good), ``done``.
+    ``state``: ``staging`` (hosts download the target, nobody swaps yet: a slot is then held only
+    for the swap itself), ``active`` (hosts swap), ``paused`` (nobody starts a swap; ``reason``
+    says why, e.g. the failure budget is spent), ``aborted`` (given up for good), ``done``.
+    ``stage_deadline``: when staging ends whoever has not staged yet (the last host to stage
+    ends it sooner, ``osctl fleet resume`` at once).
     ``failure_budget``: the rollout pauses once this many hosts have failed.
     ``seed``: mixes each host's wave position (``osctl.domain.updatepolicy.wave_position``), so
     that a new rollout does not always start with the same hosts.
@@ -79,6 +82,7 @@ class Rollout(Record):
     failure_budget: int = Field(default=1, ge=1)
     state: RolloutState = "active"
     reason: str | None = None
+    stage_deadline: AwareDatetime | None = None
     started_at: AwareDatetime
     updated_at: AwareDatetime
     failures: tuple[RolloutFailure, ...] = ()
@@ -88,7 +92,7 @@ HostPhase = Literal[
     "idle",            # nothing to do: running the target, or no rollout / policy manual
     "waiting-wave",    # the host's wave has not opened yet
     "staging",         # pulling and storing the target version
-    "staged",          # stored, nothing swapped (download-only stops here)
+    "staged",          # stored, nothing swapped (download-only stops here; the others wait for the swaps)
     "waiting-window",  # outside the maintenance window
     "waiting-slot",    # all of the group's slots are taken
     "swapping",        # holds a slot, replacing the service set
@@ -119,6 +123,23 @@ class SlotHolder(Record):
     host_id: str
     version: str
     acquired_at: AwareDatetime
+
+
+class QueueEntry(Record):
+    """The value of a host's place in the group's queue for slots."""
+
+    host_id: str
+    version: str
+    joined_at: AwareDatetime
+
+
+class StagedMark(Record):
+    """The value of a staging mark: the host has the target (``outcome`` staged), or has nothing
+    to download for it (already runs it, pinned elsewhere, policy manual, failed to download...)."""
+
+    host_id: str
+    version: str
+    outcome: str
 
 
 class AgentMemory(BaseModel):

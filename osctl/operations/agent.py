@@ -1,20 +1,32 @@
 """The update agent: a host that updates itself, alone or as one of a fleet coordinated in etcd.
 
-Every check (``update.check_interval``, with jitter so a fleet does not ask in lockstep) is one
-``tick``, which walks the same gates in the same order and stops at the first closed one:
+Every check is one ``tick``, which walks the same gates in the same order and stops at the
+first closed one:
 
     policy manual -> target (pinned version, else the group's rollout, else the newest release)
-    -> already running? -> rolled back here before? (never retried) -> rollout active?
-    -> the host's wave open? -> stage (pull; ``download-only`` stops here)
-    -> maintenance window open? -> a slot of the group's semaphore -> swap -> give the slot back
+    -> already running? -> rolled back here before? (never retried) -> rollout active or staging?
+    -> the host's wave open? (not while staging: everyone downloads) -> stage (pull)
+    -> download-only, or the rollout still staging: stop here -> maintenance window open?
+    -> the group's queue, then a slot of its semaphore -> swap -> give the slot back
 
-The slot is taken last, so a host holds it only while it swaps, and it is given back only after
-the host published its result (healthy or rolled back): what etcd records never shows more hosts
-"swapping" than slots. A rollback is reported to the rollout, which pauses for everyone once its
-failure budget is spent. Each host's state is published under its lease, refreshed by a thread
-during long swaps: a host that dies stops being listed, and its slot frees itself.
+Between checks the agent waits for what can open the gate it stopped at, not for a clock: in a
+fleet, an etcd watch of the rollout record (a rollout starting, a pause, staging ending), of the
+host just ahead in the queue (``fleetqueue``), or of the slots for the first host in the queue.
+A gate that opens by itself (a wave, a window, a staging deadline) bounds the wait, and so does
+the check interval (with jitter, so a fleet does not ask in lockstep). So a freed slot is taken
+within milliseconds, and a quiet fleet sends etcd nothing but lease renewals.
 
-Without etcd settings the agent runs alone: no slots, no rollout, the same gates otherwise.
+A rollout starts "staging": every host downloads the target (and says so with a mark under its
+lease); the last one to finish, or the deadline, turns the rollout active. A slot is then held
+only for the swap itself. The slot is given back only after the host published its result
+(healthy or rolled back): what etcd records never shows more hosts "swapping" than slots. A
+rollback is reported to the rollout, which pauses for everyone once its failure budget is spent.
+Each host's state is published under its lease, refreshed by a thread during long swaps: a host
+that dies stops being listed, and its slot and its place in the queue free themselves.
+
+The host itself is behind ``HostWork`` (``agenthost``): this machine (``LocalHost``), or a
+simulator's stand-in. Without etcd settings the agent runs alone: no slots, no rollout, the
+same gates otherwise.
 """
 
 from __future__ import annotations
@@ -23,36 +35,53 @@ import dataclasses
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from osctl.adapters.etcd import Etcd
-from osctl.adapters.statefile import Damage, StateFile
-from osctl.adapters.locking import host_lock
-from osctl.domain import bootpointer, updatepolicy
+from osctl.adapters.etcd import Etcd, Event
+from osctl.domain import fleetkeys, updatepolicy
+from osctl.domain.fleetqueue import FleetQueue
 from osctl.domain.fleetslots import FleetSemaphore
-from osctl.domain.fleetstate import add_failure, publish_host, read_rollout, update_rollout
-from osctl.domain.journal import Journal
-from osctl.domain.store import Store
-from osctl.errors import EtcdUnavailable, OsctlError, TrustError
+from osctl.domain.fleetstate import (add_failure, effective_state, end_staging_if_done, mark_staged, publish_host,
+                                     read_rollout_at, update_rollout)
+from osctl.errors import EtcdLeaseGone, EtcdUnavailable, OsctlError, TrustError
 from osctl.models.events import AgentEvent, Events, ignore
-from osctl.models.fleet import AgentMemory, HostPhase, HostState, Rollout, RolloutFailure
-from osctl.models.version import OsVersion
+from osctl.models.fleet import HostPhase, HostState, Rollout, RolloutFailure, StagedMark
 from osctl.operations import transaction
-from osctl.operations.pull import pull_version
+from osctl.operations.agenthost import AGENT_STATE, HostWork
 
 if TYPE_CHECKING:
-    from osctl.adapters.engine import Engine
     from osctl.domain.settings import Settings
 
-AGENT_STATE = "var/lib/osctl/agent.json"  # the versions that rolled back on this host
+__all__ = ["AGENT_STATE", "Agent", "Step", "Wait"]
+
 JITTER = 0.1  # +-10 % of the check interval
-SLOT_RETRY = 1.0  # seconds between asks for a slot (or a wave, a window) once staged
+SLOT_RETRY = 1.0  # seconds before asking again when etcd is away or a race was lost
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class WatchOn:
+    """An etcd change that may open the gate: a key, or the range up to ``range_end``, from
+    revision ``since`` (the read that decided to wait, plus one: nothing in between is missed)."""
+
+    key: str
+    since: int
+    range_end: bytes | None = None
+    wanted: Callable[[Event], bool] = lambda _event: True
+
+
+@dataclass(frozen=True)
+class Wait:
+    """What the agent waits for before its next check (at most the check interval)."""
+
+    watch: WatchOn | None = None
+    until: datetime | None = None  # a gate that opens by itself then (a wave, a window, staging's end)
+    soon: bool = False  # ask again in a second (etcd away, a race lost)
 
 
 @dataclass(frozen=True)
@@ -62,16 +91,21 @@ class Step:
     phase: HostPhase
     target: str | None
     detail: str
-    retry_soon: bool = False  # a gate that opens by itself (slot, wave, window): ask again soon
+    wait: Wait = field(default=Wait(), compare=False)
+
+    @property
+    def retry_soon(self) -> bool:
+        """A gate that opens by itself or on an etcd change: the agent does not wait a whole interval."""
+        return self.wait.soon or self.wait.until is not None or self.wait.watch is not None
 
 
 class Agent:
     """One host's agent. ``settings`` is re-read at every tick (user data may change it)."""
 
-    def __init__(self, settings: Settings, engine: Engine, *, lease_ttl: int = 10, events: Events = ignore,
+    def __init__(self, settings: Settings, host: HostWork, *, lease_ttl: int = 10, events: Events = ignore,
                  rng: random.Random | None = None, clock: Callable[[], datetime] = _utcnow,
                  on_tick: Callable[[Step, Rollout | None], None] | None = None) -> None:
-        self.base, self.engine, self.lease_ttl = settings, engine, lease_ttl
+        self.base, self.host, self.lease_ttl = settings, host, lease_ttl
         self.events = events
         # Called after every check with where it stopped and the rollout it saw (metrics, tests).
         self.on_tick = on_tick or (lambda _step, _rollout: None)
@@ -81,11 +115,14 @@ class Agent:
         # retries while etcd has no quorum.
         self.etcd: Etcd | None = Etcd(settings.etcd_endpoints, timeout=2.0, attempts=1, deadline=5.0) \
             if settings.etcd_endpoints else None
+        self.keeper_etcd: Etcd | None = None  # the lease keeper's own client (its requests count too)
         self.group = settings.group
         self.lease: int | None = None
         self._published: tuple[Step, object] | None = None  # the state last written, and its lease
         self._seen_rollout: Rollout | None = None  # as last read: for the wave position it publishes
-        self.failed = self._load_failed()
+        self._queued: tuple[str, str, int] | None = None  # queue key, the target it waits for, its lease
+        self._marked: tuple[int, int] | None = None  # staging mark written: rollout seed, lease
+        self.failed = host.failed_versions()
         self.last = Step("idle", None, "starting")
         self._keeper: threading.Thread | None = None
         self._stop = threading.Event()
@@ -97,6 +134,7 @@ class Agent:
         self._stop = stop
         self._recover()
         if self.etcd is not None:
+            self.keeper_etcd = Etcd(self.base.etcd_endpoints)  # the main client may be busy
             self._keeper = threading.Thread(target=self._keep_lease, name="lease", daemon=True)
             self._keeper.start()
         try:
@@ -104,12 +142,26 @@ class Agent:
                 step = self.tick()
                 if once:
                     return
-                settings = dataclasses.replace(self.base)
-                interval = settings.file.update.check_interval
-                wait = SLOT_RETRY if step.retry_soon else updatepolicy.next_check(interval, JITTER, self.rng)
-                stop.wait(min(wait, interval) if step.retry_soon else wait)
+                self._wait(step.wait, stop)
         finally:
             self._leave()
+
+    def _wait(self, wait: Wait, stop: threading.Event) -> None:
+        interval = dataclasses.replace(self.base).file.update.check_interval
+        timeout = updatepolicy.next_check(interval, JITTER, self.rng)
+        if wait.soon:
+            timeout = min(timeout, SLOT_RETRY)
+        if wait.until is not None:
+            timeout = min(timeout, max(0.0, (wait.until - self.clock()).total_seconds()) + 0.05)
+        if wait.watch is not None and self.etcd is not None:
+            w = wait.watch
+            try:
+                self.etcd.watch(w.key, range_end=w.range_end, since=w.since, timeout=timeout, stop=stop,
+                                wanted=w.wanted)
+                return
+            except OsctlError:
+                timeout = min(timeout, SLOT_RETRY)  # etcd away: the next check says so
+        stop.wait(timeout)
 
     def tick(self) -> Step:
         """Walk the gates once; publish where the host stopped."""
@@ -117,13 +169,20 @@ class Agent:
         try:
             step = self._gates(settings)
         except EtcdUnavailable as exc:
-            step = Step("waiting-slot", self.last.target, f"etcd unavailable, waiting: {exc.message}", retry_soon=True)
+            step = Step("waiting-slot", self.last.target, f"etcd unavailable, waiting: {exc.message}", Wait(soon=True))
             self._say_changed(step)  # nothing to publish to
             self.on_tick(step, self._seen_rollout)
             return step
+        except EtcdLeaseGone:
+            self.lease = None  # its keys are gone with it: a new lease, and everything written again
+            step = Step("waiting-slot", self.last.target, "this host's lease expired; taking a new one",
+                        Wait(soon=True))
         except OsctlError as exc:
             step = Step("failed", self.last.target, exc.message)
+        if step.phase != "waiting-slot":
+            self._safe(self._leave_queue)
         self._publish(settings, step)
+        self._safe(lambda: self._mark_staging_done(step))
         self.on_tick(step, self._seen_rollout)
         return step
 
@@ -131,42 +190,52 @@ class Agent:
 
     def _gates(self, settings: Settings) -> Step:
         policy = settings.file.update
+        rollout, revision = self._rollout()
+        changes = Wait(watch=self._rollout_watch(revision))  # what an idle host waits for
         if policy.policy == "manual":
-            return Step("idle", None, "update policy is manual")
-        running = transaction.current_version(settings)
-        rollout = self._rollout()
+            return Step("idle", None, "update policy is manual", changes)
+        running = self.host.running()
         target, source = self._target(settings, rollout)
         if target is None:
-            return Step("idle", None, source)
+            return Step("idle", None, source, changes)
         if target == running:
-            return Step("idle", target, f"runs {target} ({source})")
+            if (self.last.phase, self.last.target) == ("healthy", target):
+                return dataclasses.replace(self.last, wait=changes)  # it swapped here: nothing new to say
+            return Step("idle", target, f"runs {target} ({source})", changes)
         if target in self.failed:
-            return Step("rolled-back", target, f"{target} failed on this host before (it rolled back, or a boot gave up on its trial); "
-                                                  "it is not tried again")
+            return Step("rolled-back", target, f"{target} failed on this host before (it rolled back, or a boot gave "
+                                                  "up on its trial); it is not tried again", changes)
         following = rollout if source == "rollout" else None  # a pinned host ignores the rollout's target
+        state = effective_state(following, self.clock()) if following is not None else None
         if following is not None:
-            if following.state != "active":
+            if state not in ("active", "staging"):
                 return Step("idle", target, f"rollout {following.state}"
-                            + (f": {following.reason}" if following.reason else ""))
+                            + (f": {following.reason}" if following.reason else ""), changes)
             position = updatepolicy.wave_position(following.seed, self.host_id)
-            if not updatepolicy.wave_open(following.waves, following.started_at, self.clock(), position):
+            if state == "active" and not updatepolicy.wave_open(following.waves, following.started_at, self.clock(),
+                                                                position):
                 opens = updatepolicy.wave_opens_at(following.waves, following.started_at, position)
                 return Step("waiting-wave", target, f"this host's wave opens at {opens:%Y-%m-%d %H:%M}Z",
-                            retry_soon=True)
-        if Store(settings.root).get(target) is None:
+                            Wait(watch=changes.watch, until=opens, soon=self.etcd is None))
+        if not self.host.stored(target):
             self._publish(settings, Step("staging", target, f"pulling {target}"))
             try:
-                pull_version(settings, self.engine, target)
+                self.host.stage(target)
             except TrustError as exc:
                 return self._refused(target, following, exc)
             self.events(AgentEvent("staged", target))
         if policy.policy == "download-only":
-            return Step("staged", target, f"{target} is stored; policy download-only never swaps")
+            return Step("staged", target, f"{target} is stored; policy download-only never swaps", changes)
+        if following is not None and state == "staging":
+            deadline = following.stage_deadline
+            return Step("staged", target, f"{target} is stored; swaps start when every host of the group has it"
+                        + (f" (by {deadline:%H:%M:%S}Z at the latest)" if deadline else ""),
+                        Wait(watch=changes.watch, until=deadline))
         if not updatepolicy.window_open(policy.window, self.clock()):
             opens = updatepolicy.next_window_start(policy.window, self.clock())
             return Step("waiting-window", target, f"maintenance window opens at {opens:%Y-%m-%d %H:%M}Z",
-                        retry_soon=True)
-        return self._swap_in_slot(settings, target, following, rollout.max_concurrent if rollout else 1)
+                        Wait(watch=changes.watch, until=opens, soon=self.etcd is None))
+        return self._swap_in_slot(settings, target, following, rollout.max_concurrent if rollout else 1, revision)
 
     def _target(self, settings: Settings, rollout: Rollout | None) -> tuple[str | None, str]:
         """What the host converges to, and where that came from."""
@@ -178,59 +247,76 @@ class Agent:
             return rollout.target, "rollout"
         return transaction.newest_release(settings, None), "newest release"
 
-    def _rollout(self) -> Rollout | None:
+    def _rollout(self) -> tuple[Rollout | None, int]:
+        """The group's rollout and the revision it was read at (0 without etcd)."""
         if self.etcd is None:
-            return None
-        found = read_rollout(self.etcd, self.group)
-        self._seen_rollout = found[0] if found else None
-        return self._seen_rollout
+            return None, 0
+        self._seen_rollout, revision = read_rollout_at(self.etcd, self.group)
+        return self._seen_rollout, revision
 
-    def _swap_in_slot(self, settings: Settings, target: str, rollout: Rollout | None, limit: int) -> Step:
-        """Take one of ``limit`` slots, swap, publish the result, give the slot back (in that order).
+    def _rollout_watch(self, revision: int) -> WatchOn | None:
+        return WatchOn(fleetkeys.rollout_key(self.group), revision + 1) if self.etcd is not None else None
+
+    # ------------------------------------------------------------------ queue, slot, swap
+
+    def _swap_in_slot(self, settings: Settings, target: str, rollout: Rollout | None, limit: int,
+                      revision: int) -> Step:
+        """Wait in the group's queue, take a slot, swap, publish the result, give the slot back.
 
         ``rollout``: the rollout the host follows (None for a pinned or lone host); it is read
         again once the slot is taken, since it may have been paused meanwhile."""
         if self.etcd is None:
-            return self._swap(settings, target, rollout)
+            return self._swap(target, rollout)
         lease = self._lease()
+        queue = FleetQueue(self.etcd, self.group)
+        if self._queued is None or self._queued[1:] != (target, lease):
+            self._leave_queue()
+            self._queued = (queue.join(self.host_id, target, lease, revision, self.clock()), target, lease)
+        place = queue.place(self._queued[0])
         semaphore = FleetSemaphore(self.etcd, self.group)
-        slot = semaphore.acquire(self.host_id, target, lease, limit)
+        slot = semaphore.take(self.host_id, target, lease, limit, place.slots)[0] \
+            if place.may_take(self.host_id, limit) else None
         if slot is None:
-            return Step("waiting-slot", target, "every slot of the group is taken", retry_soon=True)
+            if place.predecessor is None:  # first in the queue: a freed slot, or a pause, wakes it
+                start, end = fleetkeys.rollout_and_slots(self.group)
+                rollout_key = fleetkeys.rollout_key(self.group)
+                watch = WatchOn(start, place.revision + 1, end, lambda e: e.key == rollout_key or e.kind == "delete")
+                detail = f"first in the queue; {len(place.slots)} of {limit} slots taken"
+            else:  # the host ahead leaves the queue when it takes a slot or gives up
+                watch = WatchOn(place.predecessor, place.revision + 1, None, lambda e: e.kind == "delete")
+                detail = f"{place.ahead} host(s) ahead in the queue; {len(place.slots)} of {limit} slots taken"
+            return Step("waiting-slot", target, detail, Wait(watch=watch))
+        self._leave_queue()  # wakes the host behind
         try:
-            now = self._rollout() if rollout is not None else None
-            if rollout is not None and (now is None or now.state != "active" or now.target != target):
-                return Step("idle", target, "the rollout changed while waiting for a slot")
-            if not self.etcd.lease_alive(lease):
-                return Step("waiting-slot", target, "this host's lease expired; taking a new one", retry_soon=True)
+            now = self._rollout()[0] if rollout is not None else None
+            if rollout is not None and (now is None or effective_state(now, self.clock()) != "active"
+                                        or now.target != target):
+                return Step("idle", target, "the rollout changed while waiting for a slot", Wait(soon=True))
             self.events(AgentEvent("slot", f"slot {slot.index} for {target}"))
-            step = self._swap(settings, target, now)
+            step = self._swap(target, now)
             self._publish(settings, step)  # the result is on record before the slot is free
             return step
         finally:
-            semaphore.release(self.host_id)
+            semaphore.give_back(slot)
 
-    def _swap(self, settings: Settings, target: str, rollout: Rollout | None) -> Step:
-        running = transaction.current_version(settings)
-        self._publish(settings, Step("swapping", target, f"{running or 'nothing'} -> {target}"))
-        kind = "upgrade" if running is None or OsVersion.parse(target) > OsVersion.parse(running) else "downgrade"
+    def _swap(self, target: str, rollout: Rollout | None) -> Step:
+        running = self.host.running()
+        self._publish(dataclasses.replace(self.base), Step("swapping", target, f"{running or 'nothing'} -> {target}"))
         try:
-            plan = transaction.decide(settings, kind, target)
+            swapped = self.host.swap(target)
         except TrustError as exc:  # stored, then revoked: never swapped to
             return self._refused(target, rollout, exc)
-        try:
-            outcome = transaction.run(settings, self.engine, plan, health_timeout=settings.file.boot.health_timeout)
-        except transaction.TransactionFailed as exc:
-            self._remember_failed(target)
+        if swapped.result == "rolled-back":
+            self.failed.add(target)
+            self.host.remember_failed(target)
             if rollout is not None and self.etcd is not None:
-                failure = RolloutFailure(host_id=self.host_id, version=target, reason=exc.message, at=self.clock())
+                failure = RolloutFailure(host_id=self.host_id, version=target, reason=swapped.detail, at=self.clock())
                 update_rollout(self.etcd, self.group,
                                lambda r: add_failure(r, failure, self.clock()) if r.target == target else None)
-            self.events(AgentEvent("rolled-back", exc.message))
-            return Step("rolled-back", target, f"rolled back to {running}: {exc.message}")
-        done = f"{running or 'nothing'} -> {target}: {outcome.result} in {outcome.seconds:.1f} s"
-        self.events(AgentEvent("swapped", done))
-        return Step("healthy", target, done)
+            self.events(AgentEvent("rolled-back", swapped.detail))
+            return Step("rolled-back", target, f"rolled back to {running}: {swapped.detail}")
+        self.events(AgentEvent("swapped", swapped.detail))
+        return Step("healthy", target, swapped.detail)
 
     def _refused(self, target: str, rollout: Rollout | None, exc: TrustError) -> Step:
         """The release keys do not vouch for the target: the host stays as it is, and a rollout
@@ -243,6 +329,25 @@ class Agent:
                                               if r.target == target else None))
         return Step("refused", target, exc.message)
 
+    def _leave_queue(self) -> None:
+        if self._queued is not None and self.etcd is not None:
+            key, self._queued = self._queued[0], None
+            FleetQueue(self.etcd, self.group).leave(key)
+
+    def _mark_staging_done(self, step: Step) -> None:
+        """While the rollout stages, say once that this host is done with it (staged, or nothing
+        to download: already on it, pinned, manual, failed), and end staging if it was the last."""
+        rollout = self._seen_rollout
+        if (self.etcd is None or rollout is None or rollout.state != "staging" or step.phase == "staging"
+                or self.lease is None):
+            return
+        if self._marked != (rollout.seed, self.lease):
+            mark = StagedMark(host_id=self.host_id, version=rollout.target, outcome=step.phase)
+            mark_staged(self.etcd, self.group, rollout, mark, self.lease)
+            self._marked = (rollout.seed, self.lease)
+        if end_staging_if_done(self.etcd, self.group, rollout, self.clock()):
+            self.events(AgentEvent("staged", f"every host of group {self.group} has {rollout.target}: swaps start"))
+
     # ------------------------------------------------------------------ etcd: lease and state
 
     def _lease(self) -> int:
@@ -254,7 +359,8 @@ class Agent:
 
     def _keep_lease(self) -> None:
         """Refresh the lease every third of its TTL, also while the main thread swaps."""
-        keeper = Etcd(self.base.etcd_endpoints)  # a client of its own: the main one may be busy
+        keeper = self.keeper_etcd
+        assert keeper is not None
         try:
             while not self._stop.wait(self.lease_ttl / 3):
                 lease = self.lease
@@ -279,10 +385,9 @@ class Agent:
         lease = self._safe(self._lease)
         if (step, lease) == self._published:
             return
-        pointer = bootpointer.read(settings.root)
         rollout = self._seen_rollout
         state = HostState(
-            host_id=self.host_id, phase=step.phase, running=pointer.default, next_boot=pointer.next_boot,
+            host_id=self.host_id, phase=step.phase, running=self.host.running(), next_boot=self.host.next_boot(),
             target=step.target, last_result=step.detail, failed_versions=tuple(sorted(self.failed)),
             wave_position=updatepolicy.wave_position(rollout.seed, self.host_id) if rollout else None,
             updated_at=self.clock(),
@@ -304,7 +409,8 @@ class Agent:
             return None
 
     def _leave(self) -> None:
-        """Stop cleanly: free the slot and the state at once rather than after the lease."""
+        """Stop cleanly: free the slot, the place in the queue and the state at once rather than
+        after the lease."""
         if self.etcd is None:
             return
         if self.lease is not None:
@@ -318,22 +424,6 @@ class Agent:
 
     def _recover(self) -> None:
         """Finish what a crash interrupted (a swap cut short), as ``osctl boot`` would."""
-        with host_lock(self.base.root, "agent: recover"):
-            recovered = transaction.recover(self.base, self.engine, self.events)
+        recovered = self.host.recover()
         if recovered:
             self.events(AgentEvent("recovered", recovered))
-
-    def _memory(self) -> StateFile[AgentMemory]:
-        return StateFile(self.base.root / AGENT_STATE, AgentMemory, Damage.RAISE, "the agent's state",
-                         hint="delete it: the agent then forgets which versions rolled back here")
-
-    def _load_failed(self) -> set[str]:
-        """Versions that rolled back under this agent, and trials a boot gave up on (the loader
-        abandoned them, or they were unhealthy): none is tried again by itself."""
-        trials = {e.to_version for e in Journal(self.base.root).history().entries
-                  if e.kind == "boot" and e.result == "rolled-back" and e.to_version}
-        return set(self._memory().load().failed_versions) | trials
-
-    def _remember_failed(self, version: str) -> None:
-        self.failed.add(version)
-        self._memory().write(AgentMemory(failed_versions=sorted(self.failed)))

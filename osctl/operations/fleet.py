@@ -11,7 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from osctl.adapters.registry import Registry
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from osctl.domain.settings import Settings
 
 
+STAGE_TIMEOUT = 1800.0  # 30 min: the staging phase ends then even if some host never said it staged
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -42,6 +45,7 @@ class RolloutRequest:
     max_concurrent: int = 1
     waves: tuple[Wave, ...] = ALL_AT_ONCE
     failure_budget: int = 1
+    stage_timeout: float | None = STAGE_TIMEOUT  # seconds of download-only phase at most; None: no such phase
 
 
 def start_rollout(settings: Settings, etcd: Etcd, request: RolloutRequest, *, check_registry: bool = True,
@@ -66,9 +70,11 @@ def start_rollout(settings: Settings, etcd: Etcd, request: RolloutRequest, *, ch
             raise UsageError(f"{settings.image}:{tag} is not a valid OS version ({judged.invalid})",
                              hint="roll out another version, or publish a valid image under that tag")
     now = clock()
+    staging = request.stage_timeout is not None
     rollout = Rollout(target=tag, max_concurrent=request.max_concurrent, waves=request.waves,
                       seed=random.SystemRandom().randrange(2**31), failure_budget=request.failure_budget,
-                      state="active", started_at=now, updated_at=now)
+                      state="staging" if staging else "active", started_at=now, updated_at=now,
+                      stage_deadline=now + timedelta(seconds=request.stage_timeout) if staging else None)
     previous = read_rollout(etcd, settings.group)
     write_rollout(etcd, settings.group, rollout)
     return rollout, previous[0] if previous else None
@@ -77,8 +83,9 @@ def start_rollout(settings: Settings, etcd: Etcd, request: RolloutRequest, *, ch
 def set_state(settings: Settings, etcd: Etcd, state: RolloutState, reason: str | None,
               clock: Callable[[], datetime] = _utcnow) -> Rollout:
     """Pause, resume or abort the group's rollout (compare-and-swap: a racing agent's failure report stays)."""
-    allowed: dict[RolloutState, set[str]] = {"paused": {"active"}, "active": {"paused"},
-                                             "aborted": {"active", "paused"}}
+    # resume also ends a staging phase at once: the hosts that have staged start swapping
+    allowed: dict[RolloutState, set[str]] = {"paused": {"active", "staging"}, "active": {"paused", "staging"},
+                                             "aborted": {"active", "paused", "staging"}}
 
     def change(rollout: Rollout) -> Rollout | None:
         if rollout.state == state:

@@ -199,6 +199,7 @@ def test_the_agent_takes_the_newest_valid_release(tmp_path: Path, stub: StubRegi
     """Without a pinned version or a rollout the agent converges to the newest release: never an invalid one."""
     from osctl.domain.settings import Settings
     from osctl.operations.agent import Agent
+    from osctl.operations.agenthost import LocalHost
 
     (tmp_path / "etc/osctl").mkdir(parents=True)
     (tmp_path / "etc/osctl/config.yaml").write_text("update: {policy: download-only}\n")
@@ -209,7 +210,7 @@ def test_the_agent_takes_the_newest_valid_release(tmp_path: Path, stub: StubRegi
     stub.manifest(NAME, "v1.7", {"schemaVersion": 2, "config": {"size": "abc"}, "layers": 5})
     settings = Settings(env={"OSCTL_ROOT": str(tmp_path), "OSCTL_HOST_ID": "hostile-agent",
                              "OSCTL_IMAGE": stub.repository(NAME)})
-    step = Agent(settings, None).tick()  # type: ignore[arg-type]  # a stored target needs no engine
+    step = Agent(settings, LocalHost(settings, None)).tick()  # type: ignore[arg-type]  # a stored target needs no engine
     assert (step.phase, step.target) == ("staged", "v1.5"), step
 
 

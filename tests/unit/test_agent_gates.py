@@ -14,6 +14,7 @@ from osctl.domain.store import Store
 from osctl.errors import StateError
 from osctl.models.store import BootPointer
 from osctl.operations.agent import AGENT_STATE, Agent
+from osctl.operations.agenthost import LocalHost
 from tests.support.store_records import store_version
 
 NOON_WEDNESDAY = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -25,7 +26,7 @@ def agent(root: Path, config: str, *, clock: datetime = NOON_WEDNESDAY) -> Agent
     bootpointer.write(root, BootPointer(default="v1.4"))
     store_version(Store(root), "v1.5")
     settings = Settings(env={"OSCTL_ROOT": str(root), "OSCTL_HOST_ID": "unit-agent"})
-    return Agent(settings, None, clock=lambda: clock)  # type: ignore[arg-type]  # no gate here uses the engine
+    return Agent(settings, LocalHost(settings, None), clock=lambda: clock)  # type: ignore[arg-type]  # no gate here uses the engine
 
 
 def test_manual_policy_never_acts(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from osctl.models.fleet import Rollout
 from osctl.models.listen import ListenAddress
 from osctl.models.services import ServicesState
 from osctl.models.store import BootPointer
-from osctl.operations.agent import Step
+from osctl.operations.agent import Step, Wait
 from osctl.operations.metrics import AgentMetrics, host_registry
 from osctl.operations.supervisor import Policy, Supervisor
 from tests.support.fake_engine import CHAIN_RELEASE, FakeEngine, store_version
@@ -256,7 +256,7 @@ def test_the_agents_phase_last_check_and_rollout() -> None:
     assert value(found, "osctl_agent_phase", phase="idle") == 0.0  # no check yet: no phase is 1
     assert value(found, "osctl_agent_last_check_timestamp_seconds") is None
     rollout = Rollout(target="v1.5", max_concurrent=3, seed=7, failure_budget=2, started_at=NOW, updated_at=NOW)
-    agent.on_tick(Step("waiting-slot", "v1.5", "every slot of the group is taken", retry_soon=True), rollout)
+    agent.on_tick(Step("waiting-slot", "v1.5", "every slot of the group is taken", Wait(soon=True)), rollout)
     agent.on_tick(Step("rolled-back", "v1.5", "rolled back to v1.4: service ntp failed"),
                   rollout.model_copy(update={"state": "paused"}))
     found = samples(registry)
