@@ -77,11 +77,11 @@ class SimHost:
     ``failure_rate`` of the swaps roll back. Sleeps end early when the worker stops."""
 
     def __init__(self, rng: random.Random, stop: threading.Event, swap: float, stage: tuple[float, float],
-                 failure_rate: float) -> None:
+                 failure_rate: float, running: str = FIRST) -> None:
         self.rng, self.stop = rng, stop
         self.swap_seconds, self.stage_seconds, self.failure_rate = swap, stage, failure_rate
-        self._running: str | None = FIRST
-        self._stored = {FIRST}
+        self._running: str | None = running
+        self._stored = {running}
         self._failed: set[str] = set()
 
     def running(self) -> str | None:
@@ -196,7 +196,7 @@ def worker() -> None:
     for index, (host_id, root, seed) in enumerate(hosts):
         settings = Settings(env={"OSCTL_ROOT": root, "OSCTL_HOST_ID": host_id})
         host = SimHost(random.Random(seed), stop, spec["swap_seconds"], tuple(spec["stage_seconds"]),
-                       spec["failure_rate"])
+                       spec["failure_rate"], spec["running"])
         agent = Agent(settings, host, lease_ttl=spec["lease_ttl"], events=events, rng=random.Random(seed + 1))
         agents.append(agent)
         thread = threading.Thread(target=run, args=(agent, host_id), name=host_id, daemon=True)
@@ -210,8 +210,10 @@ def worker() -> None:
         own: Counter[str] = Counter()
         for client in list(clients):
             total.update(_snapshot(client.requests))
-        for agent in agents:
-            own.update(_snapshot(agent.etcd.requests) if getattr(agent, "etcd", None) is not None else {})
+        for agent in agents:  # the clients the agent exposes: its own and its lease keeper's
+            for client in (agent.etcd, agent.keeper_etcd):
+                if client is not None:
+                    own.update(_snapshot(client.requests))
         with news_lock:
             told = {"news": dict(news), "samples": dict(samples)}
         return {"requests": dict(total), "agent_clients": dict(own), "clients": len(clients),
@@ -306,7 +308,7 @@ class GroupWatch:
             endpoint = self.endpoints[self.turn % len(self.endpoints)]
             try:
                 self._stream(endpoint)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a broken stream, or http.client torn down by close()
                 if self._closed.is_set():
                     return
                 reason = f"{type(exc).__name__}: {exc}"
@@ -537,7 +539,9 @@ class RunResult:
     reconnects: int
     started_as: str | None
     kill_at: float | None = None
-    notes: list[str] = field(default_factory=list)
+    lease_ttl: int = 10
+    memory: float = 0.0  # bytes per host: the workers' RSS less an idle worker's each
+    threads: int = 0
 
 
 class FleetSimBench(Bench):
@@ -547,19 +551,22 @@ class FleetSimBench(Bench):
     def __init__(self, hosts: int = 1000, workers: int = 4, max_concurrent: int = 50, swap_seconds: float = 2.5,
                  stage_seconds: tuple[float, float] = (1.0, 3.0), lease_ttl: int = 10, runs: int = 1,
                  kill_leader: bool = True, failure_rate: float = 0.0, start_spread: float = 10.0,
-                 check_interval: str = "10m") -> None:
+                 check_interval: str = "10m", other_ttls: tuple[int, ...] = ()) -> None:
         self.n, self.workers_wanted, self.k = hosts, max(1, min(workers, hosts)), max_concurrent
         self.swap_seconds, self.stage_seconds, self.lease_ttl = swap_seconds, stage_seconds, lease_ttl
         self.runs, self.kill_leader, self.failure_rate = runs, kill_leader, failure_rate
-        self.start_spread, self.check_interval = start_spread, check_interval
+        self.start_spread, self.check_interval, self.other_ttls = start_spread, check_interval, other_ttls
         self.title = (f"fleetsim: {hosts} simulated hosts (real agents, 3-member etcd), rollout max {max_concurrent}, "
                       f"swap {swap_seconds:g} s")
         self.dir: Path | None = None
         self.cluster: Any = None
+        self.hosts: list[list[Any]] = []  # host id, root, seed
         self.workers: list[Worker] = []
+        self.fleet_ttl = lease_ttl
+        self.starts = 0
+        self.used = False  # the running fleet has done a rollout already
+        self.running = FIRST  # what the hosts run: the last rollout's target
         self.idle_rss = 0
-        self.rss: list[int] = []
-        self.threads = 0
         self.version = 0
 
     # -- set-up --------------------------------------------------------------------------------
@@ -583,24 +590,49 @@ class FleetSimBench(Bench):
             config.write_text(f"update: {{policy: auto, check_interval: {self.check_interval}}}\n"
                               f"fleet: {{etcd: [{', '.join(mine)}], group: {GROUP}}}\n")
             hosts.append([host_id, str(root), 1000 * i])
+        self.hosts = hosts
         (self.dir / "operator").mkdir()
-        idle = Worker("idle", self._spec([]), self.dir / "worker-idle.log")
+        idle = Worker("idle", self._spec([], self.lease_ttl, FIRST), self.dir / "worker-idle.log")
         idle.answer(120)
         self.idle_rss = idle.rss()
         idle.stop()
-        say(f"fleetsim: an idle worker holds {fmt(self.idle_rss, 'B')}; {self.n} hosts start in "
-            f"{self.workers_wanted} workers over {self.start_spread:g} s ...")
+        say(f"fleetsim: an idle worker holds {fmt(self.idle_rss, 'B')}")
+        self.start_fleet(self.lease_ttl)
+
+    def start_fleet(self, lease_ttl: int) -> None:
+        """Every host's agent, started afresh: each measured rollout begins from hosts that run the
+        previous rollout's target (the record is still there), are listed, and wait on the rollout
+        record, as a fleet between rollouts does."""
+        assert self.dir is not None
+        self.stop_fleet()
+        say(f"fleetsim: {self.n} hosts start in {self.workers_wanted} workers over {self.start_spread:g} s, "
+            f"lease TTL {lease_ttl} s ...")
+        self.fleet_ttl = lease_ttl
         share = math.ceil(self.n / self.workers_wanted)
+        self.starts += 1
         for w in range(self.workers_wanted):
-            part = hosts[w * share:(w + 1) * share]
+            part = self.hosts[w * share:(w + 1) * share]
             if part:
-                self.workers.append(Worker(f"w{w}", self._spec(part), self.dir / f"worker-{w}.log"))
+                log = self.dir / f"worker-{self.starts}-{w}.log"
+                self.workers.append(Worker(f"w{w}", self._spec(part, lease_ttl, self.running), log))
         for worker in self.workers:
             worker.answer(120 + self.start_spread)
         self._wait_listed(120 + self.start_spread)
 
-    def _spec(self, hosts: list[list[Any]]) -> dict[str, Any]:
-        return {"hosts": hosts, "lease_ttl": self.lease_ttl, "swap_seconds": self.swap_seconds,
+    def stop_fleet(self) -> list[str]:
+        """Stop every worker: each agent revokes its lease, so its keys go at once."""
+        problems = []
+        for worker in self.workers:
+            final = worker.stop()
+            if final is None:
+                problems.append(f"worker {worker.name} did not stop by itself; killed")
+            elif final.get("crashed"):
+                problems.append(f"worker {worker.name}: {final['crashed']}")
+        self.workers = []
+        return problems
+
+    def _spec(self, hosts: list[list[Any]], lease_ttl: int, running: str) -> dict[str, Any]:
+        return {"hosts": hosts, "lease_ttl": lease_ttl, "running": running, "swap_seconds": self.swap_seconds,
                 "stage_seconds": list(self.stage_seconds), "failure_rate": self.failure_rate,
                 "start_spread": self.start_spread}
 
@@ -637,7 +669,7 @@ class FleetSimBench(Bench):
             own.update(found["agent_clients"])
         return total, own
 
-    def rollout(self, kill: bool) -> RunResult:
+    def rollout(self, kill: bool, lease_ttl: int | None = None) -> RunResult:
         from osctl.adapters.etcd import Query
         from osctl.domain import fleetkeys
         from osctl.domain.settings import Settings
@@ -645,6 +677,12 @@ class FleetSimBench(Bench):
         from tests.support import fleet_sim
 
         assert self.dir is not None
+        lease_ttl = lease_ttl or self.lease_ttl
+        if self.used or not self.workers or lease_ttl != self.fleet_ttl:
+            # After its swap an agent waits a whole check interval before it reads the rollout
+            # again (10 min here): a second rollout to the same agents would measure that wait.
+            self.start_fleet(lease_ttl)
+        self.used = True
         self.version += 1
         target = f"v1.{self.version}"
         cluster = self.cluster
@@ -682,10 +720,10 @@ class FleetSimBench(Bench):
             if killed_member is not None:
                 cluster.start_member(killed_member)
                 cluster.wait_healthy()
-        if not self.rss:
-            found = [_proc_status(w.proc.pid) for w in self.workers]
-            self.rss, self.threads = [rss for rss, _t in found], sum(t for _r, t in found)
+        found = [_proc_status(w.proc.pid) for w in self.workers]
+        rss, threads = sum(r for r, _t in found), sum(t for _r, t in found)
         assert watch.t_done is not None and watch.done_revision is not None
+        self.running = target
         events = [e for e in watch.events if e.revision <= watch.done_revision]
         record = fleet_sim.replay_events(GROUP, events)
         swapped_not_once = sum(1 for h in watch.hosts if record.swaps.get(h, 0) != 1)
@@ -698,7 +736,8 @@ class FleetSimBench(Bench):
             without_slot=len(record.swapping_without_slot), swaps_not_once=swapped_not_once,
             requests=after - before, agent_requests=own_after - own_before,
             revisions=watch.done_revision - since, reconnects=watch.reconnects, started_as=watch.started_as,
-            kill_at=kill_at)
+            kill_at=kill_at, lease_ttl=lease_ttl, memory=(rss - len(found) * self.idle_rss) / self.n,
+            threads=threads)
         say(f"fleetsim: {target}: staging {result.staging:.1f} s, swap phase {result.swap_phase:.1f} s, total "
             f"{result.total:.1f} s; at most {record.max_swapping} swapping; "
             f"{sum(result.requests.values()) / self.n:.1f} requests/host; {result.revisions} revisions")
@@ -708,9 +747,10 @@ class FleetSimBench(Bench):
     def measure(self) -> Section:
         plain = [self.rollout(kill=False) for _ in range(self.runs)]
         killed = [self.rollout(kill=True)] if self.kill_leader else []
-        return self.section(plain, killed)
+        others = [self.rollout(kill=False, lease_ttl=ttl) for ttl in self.other_ttls]
+        return self.section(plain, killed, others)
 
-    def section(self, plain: list[RunResult], killed: list[RunResult]) -> Section:
+    def section(self, plain: list[RunResult], killed: list[RunResult], others: list[RunResult]) -> Section:
         n, k = self.n, self.k
         ideal_seconds = math.ceil(n / k) * self.swap_seconds
         ideal = figure(f"  ideal: ceil({n}/{k}) x {self.swap_seconds:g} s swap", [ideal_seconds])
@@ -718,18 +758,17 @@ class FleetSimBench(Bench):
         f_stage = figure("  staging phase (start -> active)", [r.staging for r in plain])
         f_total = figure(f"{n} hosts, max {k}: rollout total", [r.total for r in plain], peer="no kill")
         f_ratio = figure("  swap phase / ideal", [r.swap_phase / ideal_seconds for r in plain], unit="x", goal=1.2)
-        f_most = figure("  hosts swapping at once, most (etcd's record)", [r.max_swapping for r in plain + killed],
+        f_most = figure("  hosts swapping at once, most (etcd's record)", [r.max_swapping for r in plain + killed + others],
                         unit="hosts", goal=k)
         f_bad = figure("  swapping without a slot, or not once (revisions)",
-                       [r.without_slot + r.swaps_not_once for r in plain + killed], unit="", goal=0)
+                       [r.without_slot + r.swaps_not_once for r in plain + killed + others], unit="", goal=0)
         per_host = [sum(r.requests.values()) / n for r in plain]
         f_req = figure("  etcd requests per host per rollout", per_host, unit="req", goal=29.999)
         f_renew = figure("    of which lease renewals", [r.requests[RENEWAL] / n for r in plain], unit="req")
         kinds = sorted({kind for r in plain for kind in r.requests}, key=lambda kd: -sum(r.requests[kd] for r in plain))
         f_kinds = [figure(f"    {kind}", [r.requests[kind] / n for r in plain], unit="req") for kind in kinds
                    if kind != RENEWAL]
-        f_memory = figure("  memory per simulated host (RSS)", [(sum(self.rss) - len(self.rss) * self.idle_rss) / n],
-                          unit="B")
+        f_memory = figure("  memory per simulated host (RSS)", [r.memory for r in plain + killed + others], unit="B")
         figures = [f_stage, f_swap, ideal, f_ratio, f_total, f_most, f_bad, f_req, f_renew, *f_kinds, f_memory]
         rows = [Row(f"{n} hosts, max {k}: swap phase", f_swap, floor=ideal,
                     goals=[Goal("<= 1.2 x ideal", 1.2 * ideal_seconds)]),
@@ -739,7 +778,7 @@ class FleetSimBench(Bench):
                 Row("  etcd requests per host per rollout", f_req, goals=[Goal("< 30", 29.999)]),
                 Row("    of which lease renewals", f_renew),
                 Row("  memory per simulated host", f_memory)]
-        notes = [f"  fleetsim: {n} hosts in {len(self.workers)} processes ({self.threads} threads), lease TTL "
+        notes = [f"  fleetsim: {n} hosts in {self.workers_wanted} processes ({plain[0].threads} threads), lease TTL "
                  f"{self.lease_ttl} s, staging {self.stage_seconds[0]:g}-{self.stage_seconds[1]:g} s, swap "
                  f"{self.swap_seconds:g} s +-5 %" + (f", {self.failure_rate:.0%} of swaps fail" if self.failure_rate else "")
                  + f"; the rollout record started {plain[0].started_as}"]
@@ -756,10 +795,19 @@ class FleetSimBench(Bench):
             notes.append(f"  fleetsim: the leader was SIGKILLed {kill.kill_at:.1f} s into the rollout (half the hosts "
                          f"done); total {kill.total:.1f} s against {f_total.median:.1f} s, {cost:+.1f} %; swap phase "
                          f"{kill.swap_phase:.1f} s; the bench's watch reconnected {kill.reconnects} time(s)")
+        for other in others:
+            ttl = other.lease_ttl
+            figures += [figure(f"  rollout total, lease TTL {ttl} s", [other.total]),
+                        figure(f"  requests per host, lease TTL {ttl} s", [sum(other.requests.values()) / n],
+                               unit="req", goal=29.999),
+                        figure(f"    of which lease renewals, TTL {ttl} s", [other.requests[RENEWAL] / n], unit="req")]
+            notes.append(f"  fleetsim: with a lease TTL of {ttl} s: total {other.total:.1f} s, "
+                         f"{sum(other.requests.values()) / n:.1f} requests per host, "
+                         f"{other.requests[RENEWAL] / n:.1f} of them lease renewals")
         top = plain[0].requests.most_common(4)
         notes.append("  fleetsim: requests per host by kind: " + ", ".join(
             f"{kind} {count / n:.1f}" for kind, count in top) + f"; {plain[0].revisions} etcd revisions per rollout")
-        bad = [r for r in plain + killed if r.without_slot or r.swaps_not_once or r.max_swapping > k]
+        bad = [r for r in plain + killed + others if r.without_slot or r.swaps_not_once or r.max_swapping > k]
         for r in bad:
             notes.append(f"  fleetsim: {r.target}: {r.without_slot} revision(s) with a host swapping without a slot, "
                          f"{r.swaps_not_once} host(s) not swapped exactly once, at most {r.max_swapping} swapping")
@@ -767,14 +815,7 @@ class FleetSimBench(Bench):
 
     # -- clean-up --------------------------------------------------------------------------------
     def clean(self) -> list[str]:
-        problems = []
-        for worker in self.workers:
-            final = worker.stop()
-            if final is None:
-                problems.append(f"worker {worker.name} did not stop by itself; killed")
-            elif final.get("crashed"):
-                problems.append(f"worker {worker.name}: {final['crashed']}")
-        self.workers = []
+        problems = self.stop_fleet()
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
@@ -792,6 +833,8 @@ def main() -> None:
     parser.add_argument("--swap-seconds", type=float, default=2.5, help="one host's swap, +-5 %%")
     parser.add_argument("--stage-seconds", default="1-3", help="one host's download, uniform in MIN-MAX")
     parser.add_argument("--lease-ttl", type=int, default=10)
+    parser.add_argument("--also-lease-ttl", type=int, nargs="*", default=[], metavar="TTL",
+                        help="one more rollout for each of these lease TTLs (e.g. 30): the renewals' share")
     parser.add_argument("--runs", type=int, default=1, help="rollouts without a leader kill")
     parser.add_argument("--no-kill-leader", action="store_true", help="skip the rollout with the leader killed")
     parser.add_argument("--failure-rate", type=float, default=0.0, help="share of swaps that roll back")
@@ -808,7 +851,7 @@ def main() -> None:
         parser.error("--hosts, --max-concurrent, --runs at least 1; --lease-ttl at least 2")
     run_alone(FleetSimBench(args.hosts, args.workers, args.max_concurrent, args.swap_seconds, (low, high),
                             args.lease_ttl, args.runs, not args.no_kill_leader, args.failure_rate, args.start_spread,
-                            args.check_interval),
+                            args.check_interval, tuple(args.also_lease_ttl)),
               args.json_path)
 
 
