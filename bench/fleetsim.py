@@ -163,9 +163,15 @@ def worker() -> None:
     one JSON line, and stops its hosts on ``stop`` or at the end of stdin (the bench died)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the bench ends us through stdin, after Ctrl-C too
     # A real fleet's hosts do not take etcd's CPU: here hundreds of agent threads would (each
-    # waiting for the GIL wakes every 5 ms), and etcd starved of CPU answers late or not within
-    # the agents' timeouts. Niced, the workers get what etcd and the bench leave.
+    # waiting for the GIL wakes every 5 ms), and etcd starved of CPU answers late, leases expire
+    # by the hundred, and reads wait for ReadIndex. Niced, the workers get what etcd and the bench
+    # leave. With autogroups (Linux's default for desktops and many servers) a process's own nice
+    # counts only inside its session's group: the group is niced too.
     os.nice(WORKER_NICE)
+    try:
+        Path("/proc/self/autogroup").write_text(f"{WORKER_NICE}\n")
+    except OSError:
+        pass  # no autogroups here: the nice above is what counts
     files = _raise_open_files()
     from osctl.adapters.etcd import Etcd
     from osctl.domain.settings import Settings
