@@ -3,8 +3,8 @@
 rollout with --max-concurrent 50, measured from what etcd recorded.
 
     .venv/bin/python bench/fleetsim.py [--hosts 1000] [--workers 4] [--max-concurrent 50]
-        [--swap-seconds 2.5] [--stage-seconds 1-3] [--lease-ttl 10] [--runs 1] [--no-kill-leader]
-        [--failure-rate 0] [--json PATH]
+        [--swap-seconds 2.5] [--stage-seconds 1-3] [--lease-ttl 10] [--also-lease-ttl 30]
+        [--runs 1] [--no-kill-leader] [--failure-rate 0] [--start-spread S] [--json PATH]
 
 Why a simulator: the 50 real hosts of bench/scale are as many as two cores can swap; the mission
 is thousands. What limits a fleet at that size is coordination (etcd's load, how fast a freed
@@ -14,8 +14,11 @@ is a stand-in of this file's own (``SimHost``: staging sleeps a download time, a
 swap time with +-5 % jitter, then the host runs the target). It is never a mode of
 ``osctl agent``: nothing in osctl knows it exists.
 
-The hosts run as threads in ``--workers`` processes (this file again, with ``--worker``), each
-host with its own root on tmpfs holding its settings file. The rollout is started with
+The hosts run as threads in ``--workers`` processes (this file again, with ``--worker``; ten
+by default: a process with hundreds of threads spends its CPU handing the GIL around), each host
+with its own root on tmpfs holding its settings file. The workers are niced (their autogroup
+too), so that etcd gets the CPU first, as on its own machines; the hosts' agents then run on
+what is left of two cores, which is the figures' main caveat on this machine. The rollout is started with
 ``osctl.operations.fleet.start_rollout``, the code ``osctl fleet rollout --no-check`` runs.
 Everything under the group is followed by ONE etcd watch from the revision before the rollout
 (``GroupWatch``): it tells when the rollout became active, when every host ran the target with
@@ -55,14 +58,25 @@ import time
 import urllib.parse
 from base64 import b64decode, b64encode
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 WORKER_FLAG = "--worker"
 
-from common import Bench, Goal, Parser, Row, Section, figure, fmt, main_alone, run_alone, say  # noqa: E402
+from common import (
+    Bench,
+    Goal,
+    Parser,
+    Row,
+    Section,
+    figure,
+    fmt,
+    main_alone,
+    run_alone,
+    say,
+)
 
 GROUP = "fleetsim"
 FIRST = "v1.0"  # what every host runs before the first rollout
@@ -272,7 +286,7 @@ class GroupWatch:
     stream (its member was killed) is opened again at another member from the revision after the
     last one seen, so nothing is lost and nothing is seen twice."""
 
-    STAGED = {"staged", "waiting-slot", "swapping", "healthy", "rolled-back", "waiting-window", "queued"}
+    STAGED = frozenset({"staged", "waiting-slot", "swapping", "healthy", "rolled-back", "waiting-window"})
 
     def __init__(self, endpoints: list[str], group: str, since: int, initial: list[Any],
                  first_endpoint: int = 0) -> None:
