@@ -148,11 +148,17 @@ def replay(etcd: Etcd, group: str, since: int) -> Replay:
     """Replay every change under the group from ``since`` (a revision when nobody swapped): at
     each revision, count the hosts whose published phase is ``swapping`` and the slots taken, and
     note a host swapping without a slot."""
-    prefix = fleetkeys.group_prefix(group)
+    return replay_events(group, etcd.history(fleetkeys.group_prefix(group), since))
+
+
+def replay_events(group: str, events: Iterable[Any]) -> Replay:
+    """``replay`` over events already read, in revision order (``Etcd.history``'s, or a watch's:
+    the fleet simulator records a thousand hosts' changes with one watch instead of one read per
+    revision). Each event needs ``revision``, ``kind``, ``key`` and, for a put, ``value``."""
     phases: dict[str, str] = {}
     holders: dict[str, str] = {}  # slot key -> host id
+    swapping: set[str] = set()  # kept as it changes: a thousand hosts over ten thousand revisions
     result = Replay()
-    events = etcd.history(prefix, since)
     by_revision: dict[int, list[Any]] = {}
     for event in events:
         by_revision.setdefault(event.revision, []).append(event)
@@ -163,18 +169,21 @@ def replay(etcd: Etcd, group: str, since: int) -> Replay:
             if host is not None:
                 if event.kind == "delete":
                     phases.pop(host, None)
+                    swapping.discard(host)
                 else:
-                    if event.value.get("phase") == "swapping" and phases.get(host) != "swapping":
+                    phase = event.value.get("phase", "")
+                    if phase == "swapping" and phases.get(host) != "swapping":
                         result.swaps[host] = result.swaps.get(host, 0) + 1
-                    phases[host] = event.value.get("phase", "")
+                    phases[host] = phase
+                    (swapping.add if phase == "swapping" else swapping.discard)(host)
             elif slot is not None:
                 if event.kind == "delete":
                     holders.pop(event.key, None)
                 else:
                     holders[event.key] = event.value.get("host_id", "")
-        swapping = {h for h, p in phases.items() if p == "swapping"}
         result.max_swapping = max(result.max_swapping, len(swapping))
         result.max_slots = max(result.max_slots, len(holders))
-        for host in sorted(swapping - set(holders.values())):
-            result.swapping_without_slot.append((revision, host))
+        if swapping:
+            for host in sorted(swapping - set(holders.values())):
+                result.swapping_without_slot.append((revision, host))
     return result
