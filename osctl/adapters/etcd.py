@@ -161,15 +161,24 @@ class Etcd:
         payload = {"key": _b64(key), "value": _b64(_encode(value)), **_lease_field(lease)}
         return _int(self._post("put", "/kv/put", payload)["header"].get("revision"))
 
-    def create(self, key: str, value: dict[str, Any], *, lease: int | None = None) -> int | None:
+    def create(self, key: str, value: dict[str, Any], *, lease: int | None = None,
+               unchanged: tuple[str, int] | None = None, also_delete: str | None = None) -> int | None:
         """Write only if the key does not exist (``create_revision == 0``): the revision of the
         write, or None when the key exists.
 
         The one primitive a semaphore slot needs: of many hosts creating the same key at
-        once, etcd lets exactly one succeed.
+        once, etcd lets exactly one succeed. ``unchanged`` (a key and the ``mod_revision`` the
+        caller read it at) adds a condition: that key has not changed since (a host takes a slot
+        only under the rollout it read); ``also_delete`` deletes a key in the same transaction
+        (its place in the queue). One request instead of three, on the path from a freed slot
+        to the next host's swap.
         """
-        compare = {"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}
-        return self._guarded_put(key, value, lease, compare)
+        compare = [{"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}]
+        if unchanged is not None:
+            compare.append({"key": _b64(unchanged[0]), "result": "EQUAL", "target": "MOD",
+                            "mod_revision": str(unchanged[1])})
+        extra = [{"request_delete_range": {"key": _b64(also_delete)}}] if also_delete else []
+        return self._guarded_put(key, value, lease, compare, extra)
 
     def replace(self, key: str, value: dict[str, Any], *, mod_revision: int,
                 lease: int | None = None) -> int | None:
@@ -180,7 +189,7 @@ class Etcd:
         read; None means someone else wrote in between, so read again.
         """
         compare = {"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": str(mod_revision)}
-        return self._guarded_put(key, value, lease, compare)
+        return self._guarded_put(key, value, lease, [compare])
 
     def delete(self, key: str, *, mod_revision: int | None = None) -> bool:
         """Delete the key (only if unchanged since ``mod_revision``, when given); whether this call did.
@@ -387,12 +396,12 @@ class Etcd:
         self.close()
 
     # -- requests --------------------------------------------------------------------------
-    def _guarded_put(self, key: str, value: dict[str, Any], lease: int | None,
-                     compare: dict[str, Any]) -> int | None:
+    def _guarded_put(self, key: str, value: dict[str, Any], lease: int | None, compare: list[dict[str, Any]],
+                     extra: list[dict[str, Any]] | None = None) -> int | None:
         data = _encode(value)
         txn = {
-            "compare": [compare],
-            "success": [{"request_put": {"key": _b64(key), "value": _b64(data), **_lease_field(lease)}}],
+            "compare": compare,
+            "success": [{"request_put": {"key": _b64(key), "value": _b64(data), **_lease_field(lease)}}, *(extra or [])],
             "failure": [{"request_range": {"key": _b64(key)}}],
         }
         result = self._post("write", "/kv/txn", txn)

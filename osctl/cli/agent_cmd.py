@@ -19,7 +19,7 @@ from osctl.models.listen import ListenAddress
 
 @click.command()
 @click.option("--once", is_flag=True, help="Check once, act on it, and exit (for cron and tests).")
-@click.option("--lease-ttl", default=10, show_default=True, type=click.IntRange(min=2, max=3600),
+@click.option("--lease-ttl", default=30, show_default=True, type=click.IntRange(min=2, max=3600),
               help="Seconds after which a host that stopped answering frees its slot and leaves the inventory.")
 @metrics_option("agent")
 @pass_app

@@ -86,13 +86,16 @@ class FleetSemaphore:
                 return slot
         return None
 
-    def take(self, host_id: str, version: str, lease: int, max_concurrent: int,
-             taken: list[Slot]) -> tuple[Slot | None, bool]:
+    def take(self, host_id: str, version: str, lease: int, max_concurrent: int, taken: list[Slot], *,
+             unchanged: tuple[str, int] | None = None, leaving: str | None = None) -> tuple[Slot | None, bool]:
         """One attempt given the slots as just read (``taken``): the slot, and whether the answer
-        is settled (True: a slot, or all are taken; False: someone was quicker, read again).
+        is settled (True: a slot, or all are taken; False: someone was quicker, or ``unchanged``
+        changed: read again).
 
         A host that waited in the group's queue has read the slots with its place (one request
-        for both), so it goes straight to the create."""
+        for both), so it goes straight to the create, which also checks that the rollout is
+        still the one it read (``unchanged``: its key and revision) and leaves the queue
+        (``leaving``: its key), in the same transaction."""
         mine = [s for s in taken if s.holder.host_id == host_id]
         if mine:
             kept = self._keep(mine, version, lease)
@@ -107,9 +110,12 @@ class FleetSemaphore:
         for index in free[start:] + free[:start]:
             holder = SlotHolder(host_id=host_id, version=version, acquired_at=self._clock())
             key = fleetkeys.slot_key(self.group, index)
-            revision = self.etcd.create(key, holder.model_dump(mode="json"), lease=lease)
+            revision = self.etcd.create(key, holder.model_dump(mode="json"), lease=lease, unchanged=unchanged,
+                                        also_delete=leaving)
             if revision is not None:
                 return Slot(index, key, holder, lease, revision), True
+            if unchanged is not None:
+                return None, False  # the slot was taken or the rollout changed: the caller reads again
         return None, False
 
     def give_back(self, slot: Slot) -> bool:

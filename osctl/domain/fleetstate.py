@@ -36,11 +36,15 @@ def read_rollout(etcd: Etcd, group: str) -> tuple[Rollout, int] | None:
     return (parse_record(Rollout, kv), kv.mod_revision) if kv is not None else None
 
 
-def read_rollout_at(etcd: Etcd, group: str) -> tuple[Rollout | None, int]:
-    """The group's rollout (or None) and the revision of the read: a watch of the rollout from
-    that revision + 1 sees every later change, so a host that decided to wait misses none."""
+def read_rollout_at(etcd: Etcd, group: str) -> tuple[Rollout | None, int, int]:
+    """The group's rollout (or None), its own revision (its last change; 0 without one) and the
+    revision of the read. A watch of the rollout from the read's revision + 1 sees every later
+    change, so a host that decided to wait misses none; a transaction comparing the rollout's
+    revision acts only under the rollout the host read."""
     revision, (found,) = etcd.read_many([Query(fleetkeys.rollout_key(group))])
-    return (parse_record(Rollout, found.kvs[0]) if found.kvs else None), revision
+    if not found.kvs:
+        return None, 0, revision
+    return parse_record(Rollout, found.kvs[0]), found.kvs[0].mod_revision, revision
 
 
 def write_rollout(etcd: Etcd, group: str, rollout: Rollout) -> int:

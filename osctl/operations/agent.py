@@ -107,7 +107,7 @@ class Step:
 class Agent:
     """One host's agent. ``settings`` is re-read at every tick (user data may change it)."""
 
-    def __init__(self, settings: Settings, host: HostWork, *, lease_ttl: int = 10, events: Events = ignore,
+    def __init__(self, settings: Settings, host: HostWork, *, lease_ttl: int = 30, events: Events = ignore,
                  rng: random.Random | None = None, clock: Callable[[], datetime] = _utcnow,
                  on_tick: Callable[[Step, Rollout | None], None] | None = None) -> None:
         self.base, self.host, self.lease_ttl = settings, host, lease_ttl
@@ -125,6 +125,8 @@ class Agent:
         self.lease: int | None = None
         self._published: tuple[Step, object] | None = None  # the state last written, and its lease
         self._seen_rollout: Rollout | None = None  # as last read: for the wave position it publishes
+        self._seen_rollout_revision = 0  # its own revision (mod_revision) then
+        self._interval = 300.0  # the check interval, as the last check read it
         self._queued: tuple[str, str, int] | None = None  # queue key, the target it waits for, its lease
         self._marked: tuple[int, int] | None = None  # staging mark written: rollout seed, lease
         self.failed = host.failed_versions()
@@ -159,8 +161,7 @@ class Agent:
     def _wait(self, wait: Wait, stop: threading.Event) -> None:
         """Until what the step waits for happens, its time comes, the check interval passes, the
         lease keeper finds the lease gone (everything under it must be written again), or stop."""
-        interval = dataclasses.replace(self.base).file.update.check_interval
-        timeout = updatepolicy.next_check(interval, JITTER, self.rng)
+        timeout = updatepolicy.next_check(self._interval, JITTER, self.rng)
         if wait.soon:
             timeout = min(timeout, SLOT_RETRY)
         if wait.until is not None:
@@ -183,6 +184,7 @@ class Agent:
         """Walk the gates once; publish where the host stopped."""
         settings = dataclasses.replace(self.base)  # a fresh read of the settings file
         try:
+            self._interval = settings.file.update.check_interval
             step = self._gates(settings)
         except EtcdUnavailable as exc:
             step = Step("waiting-slot", self.last.target, f"etcd unavailable, waiting: {exc.message}", Wait(soon=True))
@@ -264,10 +266,11 @@ class Agent:
         return transaction.newest_release(settings, None), "newest release"
 
     def _rollout(self) -> tuple[Rollout | None, int]:
-        """The group's rollout and the revision it was read at (0 without etcd)."""
+        """The group's rollout and the revision it was read at (0 without etcd); the rollout's own
+        revision is kept for the slot's transaction."""
         if self.etcd is None:
             return None, 0
-        self._seen_rollout, revision = read_rollout_at(self.etcd, self.group)
+        self._seen_rollout, self._seen_rollout_revision, revision = read_rollout_at(self.etcd, self.group)
         return self._seen_rollout, revision
 
     def _rollout_watch(self, revision: int) -> WatchOn | None:
@@ -279,10 +282,12 @@ class Agent:
                       revision: int) -> Step:
         """Wait in the group's queue, take a slot, swap, publish the result, give the slot back.
 
-        ``rollout``: the rollout the host follows (None for a pinned or lone host); it is read
-        again once the slot is taken, since it may have been paused meanwhile."""
+        ``rollout``: the rollout the host follows (None for a pinned or lone host). The slot is
+        taken only if the rollout is still the one read at this check (it may have been paused
+        meanwhile), and the host leaves the queue in the same transaction: a freed slot reaches
+        the next host's swap in one request after its wake-up's two reads."""
         if self.etcd is None:
-            return self._swap(target, rollout)
+            return self._swap(settings, target, rollout)
         lease = self._lease()
         queue = FleetQueue(self.etcd, self.group)
         if self._queued is None or self._queued[1:] != (target, lease):
@@ -290,8 +295,14 @@ class Agent:
             self._queued = (queue.join(self.host_id, target, lease, revision, self.clock()), target, lease)
         place = queue.place(self._queued[0])
         semaphore = FleetSemaphore(self.etcd, self.group)
-        slot = semaphore.take(self.host_id, target, lease, limit, place.slots)[0] \
-            if place.may_take(self.host_id, limit) else None
+        held = any(s.holder.host_id == self.host_id for s in place.slots)  # since before an agent restart
+        slot, settled = None, True
+        if place.may_take(self.host_id, limit):
+            unchanged = (fleetkeys.rollout_key(self.group), self._seen_rollout_revision) if rollout else None
+            slot, settled = semaphore.take(self.host_id, target, lease, limit, place.slots, unchanged=unchanged,
+                                           leaving=None if held else self._queued[0])
+        if slot is None and not settled:  # another host was quicker, or the rollout changed: look again
+            return Step("waiting-slot", target, "the slots or the rollout changed; looking again", AT_ONCE)
         if slot is None:
             if place.predecessor is None:  # first in the queue: a freed slot, or a pause, wakes it
                 start, end = fleetkeys.rollout_and_slots(self.group)
@@ -302,22 +313,20 @@ class Agent:
                 watch = WatchOn(place.predecessor, place.revision + 1, None, lambda e: e.kind == "delete")
                 detail = f"{place.ahead} host(s) ahead in the queue; {len(place.slots)} of {limit} slots taken"
             return Step("waiting-slot", target, detail, Wait(watch=watch))
-        self._leave_queue()  # wakes the host behind
+        if held:
+            self._leave_queue()  # wakes the host behind (a new slot left the queue in its transaction)
+        self._queued = None
         try:
-            now = self._rollout()[0] if rollout is not None else None
-            if rollout is not None and (now is None or effective_state(now, self.clock()) != "active"
-                                        or now.target != target):
-                return Step("idle", target, "the rollout changed while waiting for a slot", Wait(soon=True))
             self.events(AgentEvent("slot", f"slot {slot.index} for {target}"))
-            step = self._swap(target, now)
+            step = self._swap(settings, target, rollout)
             self._publish(settings, step)  # the result is on record before the slot is free
             return step
         finally:
             semaphore.give_back(slot)
 
-    def _swap(self, target: str, rollout: Rollout | None) -> Step:
+    def _swap(self, settings: Settings, target: str, rollout: Rollout | None) -> Step:
         running = self.host.running()
-        self._publish(dataclasses.replace(self.base), Step("swapping", target, f"{running or 'nothing'} -> {target}"))
+        self._publish(settings, Step("swapping", target, f"{running or 'nothing'} -> {target}"))
         try:
             swapped = self.host.swap(target)
         except TrustError as exc:  # stored, then revoked: never swapped to
