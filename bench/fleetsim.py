@@ -2,8 +2,8 @@
 """Fleet simulator: a thousand hosts' real update agents against a real 3-member etcd, one
 rollout with --max-concurrent 50, measured from what etcd recorded.
 
-    .venv/bin/python bench/fleetsim.py [--hosts 1000] [--workers 4] [--max-concurrent 50]
-        [--swap-seconds 2.5] [--stage-seconds 1-3] [--lease-ttl 10] [--also-lease-ttl 30]
+    .venv/bin/python bench/fleetsim.py [--hosts 1000] [--workers 10] [--max-concurrent 50]
+        [--swap-seconds 2.5] [--stage-seconds 1-3] [--lease-ttl 30] [--also-lease-ttl 10]
         [--runs 1] [--no-kill-leader] [--failure-rate 0] [--start-spread S] [--json PATH]
 
 Why a simulator: the 50 real hosts of bench/scale are as many as two cores can swap; the mission
@@ -873,7 +873,7 @@ def main() -> None:
     parser.add_argument("--max-concurrent", type=int, default=50)
     parser.add_argument("--swap-seconds", type=float, default=2.5, help="one host's swap, +-5 %%")
     parser.add_argument("--stage-seconds", default="1-3", help="one host's download, uniform in MIN-MAX")
-    parser.add_argument("--lease-ttl", type=int, default=10)
+    parser.add_argument("--lease-ttl", type=int, default=30, help="as osctl agent's default")
     parser.add_argument("--also-lease-ttl", type=int, nargs="*", default=[], metavar="TTL",
                         help="one more rollout for each of these lease TTLs (e.g. 30): the renewals' share")
     parser.add_argument("--runs", type=int, default=1, help="rollouts without a leader kill")
