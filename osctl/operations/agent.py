@@ -130,6 +130,7 @@ class Agent:
         self._queue_woken = False  # the last check waits in the queue: the next one need not read the rollout
         self._reuse_rollout = False
         self._interval = 300.0  # the check interval, as the last check read it
+        self._settings_cache: tuple[tuple[int, int, int] | None, Settings] | None = None
         self._queued: tuple[str, str, int] | None = None  # queue key, the target it waits for, its lease
         self._marked: tuple[int, int] | None = None  # staging mark written: rollout seed, lease
         self.failed = host.failed_versions()
@@ -161,6 +162,22 @@ class Agent:
         finally:
             self._leave()
 
+    def _settings(self) -> Settings:
+        """The settings as the file says now (user data may change it between two checks): read
+        again when the file changed (its size, time or inode), else the same, with the memo of
+        the previous check emptied (refreshed release metadata must not outlive a check). The
+        YAML and its validation are most of a check's CPU in a thousand-host simulation."""
+        try:
+            stat = self.base.config_path.stat()
+            key: tuple[int, int, int] | None = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except OSError:
+            key = None
+        if self._settings_cache is None or key != self._settings_cache[0]:
+            self._settings_cache = (key, dataclasses.replace(self.base))
+        settings = self._settings_cache[1]
+        settings.memo.clear()
+        return settings
+
     def _wait(self, wait: Wait, stop: threading.Event) -> None:
         """Until what the step waits for happens, its time comes, the check interval passes, the
         lease keeper finds the lease gone (everything under it must be written again), or stop."""
@@ -185,7 +202,7 @@ class Agent:
 
     def tick(self) -> Step:
         """Walk the gates once; publish where the host stopped."""
-        settings = dataclasses.replace(self.base)  # a fresh read of the settings file
+        settings = self._settings()
         # Woken in the queue: this check may take the rollout read before (see _rollout). Set
         # again only by a wait in the queue.
         self._reuse_rollout, self._queue_woken = self._queue_woken, False
