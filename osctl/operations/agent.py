@@ -190,8 +190,10 @@ class Agent:
             if wait.watch is not None and self.etcd is not None:
                 w = wait.watch
                 try:
-                    self.etcd.watch(w.key, range_end=w.range_end, since=w.since, timeout=timeout, wake=self._nudge,
-                                    wanted=w.wanted)
+                    events = self.etcd.watch(w.key, range_end=w.range_end, since=w.since, timeout=timeout,
+                                             wake=self._nudge, wanted=w.wanted)
+                    if any(e.key == fleetkeys.rollout_key(self.group) for e in events or ()):
+                        self._queue_woken = False  # woken by the rollout itself: the next check reads it
                     return
                 except OsctlError:
                     timeout = min(timeout, SLOT_RETRY)  # etcd away: the next check says so
