@@ -68,7 +68,14 @@ class Output:
 def osctl(endpoints: list[str], group: str, *args: str, **popen: object) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "160", "NO_COLOR": "1"}
     command = [sys.executable, "-m", "osctl", "--etcd", ",".join(endpoints), "--group", group, "fleet", *args]
-    return subprocess.Popen(command, env=env, **popen)  # type: ignore[call-overload, no-any-return]
+    # SIGINT as in a terminal: a suite started in the background (`scripts/test &`) hands its
+    # children SIGINT ignored, and Ctrl-C is what these tests send.
+    return subprocess.Popen(command, env=env, preexec_fn=_default_sigint,  # type: ignore[call-overload, no-any-return]
+                            **popen)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int) -> int:
