@@ -36,7 +36,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 import etcd3gw
 import requests
@@ -91,12 +91,6 @@ class Event:
     key: str
     value: dict[str, Any]
     lease: int
-
-
-class Stoppable(Protocol):
-    """What ends a wait early: a ``threading.Event``, or anything that says whether it is set."""
-
-    def is_set(self) -> bool: ...
 
 
 class _Transient(Exception):
@@ -244,7 +238,7 @@ class Etcd:
 
     # -- watches ---------------------------------------------------------------------------
     def watch(self, key: str, *, range_end: bytes | None = None, prefix: bool = False, since: int,
-              timeout: float, stop: Stoppable | None = None, wake: threading.Event | None = None,
+              timeout: float, stop: threading.Event | None = None, wake: threading.Event | None = None,
               wanted: Callable[[Event], bool] = lambda _event: True) -> list[Event] | None:
         """Wait for a change of ``key`` (or the range up to ``range_end``, or every key under it
         with ``prefix``) at revision ``since`` or later: the changes of the first answer holding
